@@ -1,0 +1,17 @@
+"""Networks of Models Genesis and helpers to use MONAI's networks for Genesis pretraining."""
+
+from monai_genesis.networks.classifier import GenesisClassifier
+from monai_genesis.networks.genesis_unet import GENESIS_NORMS, GenesisEncoder, GenesisUNet, GenesisUpBlock, genesis_norm
+from monai_genesis.networks.layers import GenesisBatchNorm, NetWithActivation, make_activation
+
+__all__ = [
+    "GENESIS_NORMS",
+    "GenesisBatchNorm",
+    "GenesisClassifier",
+    "GenesisEncoder",
+    "GenesisUNet",
+    "GenesisUpBlock",
+    "NetWithActivation",
+    "genesis_norm",
+    "make_activation",
+]
