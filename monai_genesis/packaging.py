@@ -1,0 +1,240 @@
+"""Pack a bundle into a release zip in the layout of the MONAI Model Zoo, and record it in ``model_info.json``.
+
+A release zip holds one top-level folder named after the bundle, the weights when they are present, and the
+large files already resolved, so that ``python -m monai.bundle download --name NAME --version VERSION --source
+github --repo OWNER/REPO/TAG`` fetches and unpacks it like any Model Zoo bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from fnmatch import fnmatch
+from pathlib import Path
+
+from monai.apps.utils import check_hash
+from monai.bundle import ConfigParser
+
+__all__ = ["package", "read_large_files", "bundle_files", "write_bundle_zip"]
+
+logger = logging.getLogger(__name__)
+
+LARGE_FILE_NAMES = ("large_files.yml", "large_files.yaml", "large_files.json")
+# run outputs, caches and editor files never belong in a release
+DEFAULT_EXCLUDE = (
+    "__pycache__",
+    "*.pyc",
+    ".*",
+    "runs",
+    "eval",
+    "results",
+    "*.tmp",
+    "*.part",
+)
+# the earliest time a zip header can hold; any fixed value makes the archive reproducible
+ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+# MONAI splits release asset names on this pattern to find a bundle's name and version
+_ASSET_NAME_SPLIT = re.compile(r"_v\d*.")
+
+
+def read_large_files(bundle: str | os.PathLike) -> tuple[Path | None, list[dict]]:
+    """Return the bundle's ``large_files.{yml,yaml,json}`` file and its entries (``path``, ``url``, hashes).
+
+    Args:
+        bundle: folder of the bundle.
+    """
+    found = [Path(bundle) / n for n in LARGE_FILE_NAMES if (Path(bundle) / n).is_file()]
+    if not found:
+        return None, []
+    if len(found) > 1:
+        raise ValueError(f"bundle {bundle} has several large files lists {[f.name for f in found]}; keep only one.")
+    content = ConfigParser.load_config_file(found[0])
+    entries = content.get("large_files") if isinstance(content, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "path" in e for e in entries):
+        raise ValueError(f"{found[0]} must hold a list 'large_files' of entries with at least 'path' and 'url'.")
+    return found[0], entries
+
+
+def _large_file_present(bundle: Path, entry: dict) -> bool:
+    """Whether a large file is in the bundle; raises when it is there but does not match its hash."""
+    path = bundle / entry["path"]
+    if not path.is_file():
+        return False
+    hash_val = entry.get("hash_val") or None
+    hash_type = entry.get("hash_type") or "md5"
+    if not check_hash(path, hash_val, hash_type):
+        raise ValueError(
+            f"{path} does not match the {hash_type} hash {hash_val} given in the large files list; delete it and run "
+            f"`python -m monai.bundle download_large_files --bundle_path {bundle}` to fetch the right file."
+        )
+    return True
+
+
+def _excluded(rel: Path, patterns: Sequence[str]) -> bool:
+    return any(fnmatch(part, p) for part in rel.parts for p in patterns)
+
+
+def bundle_files(bundle: str | os.PathLike, exclude: Sequence[str] = ()) -> list[tuple[Path, str]]:
+    """List the files of a release of ``bundle`` as sorted ``(source path, name in the zip)`` pairs.
+
+    Large files that are present (and match their hash) are included and the large files list is then left out,
+    as in Model Zoo releases; when any large file is missing, the list is kept so that users can fetch it.
+
+    Args:
+        bundle: folder of the bundle; its folder name is the bundle name and the zip's top-level folder.
+        exclude: glob patterns, matched against every path component, left out in addition to ``DEFAULT_EXCLUDE``
+            (caches, hidden files, ``runs``, ``eval`` and ``results`` folders).
+    """
+    bundle = Path(bundle)
+    name = bundle.resolve().name
+    patterns = tuple(DEFAULT_EXCLUDE) + tuple(exclude)
+    large_list, entries = read_large_files(bundle)
+    missing = [e["path"] for e in entries if not _large_file_present(bundle, e)]
+    if missing:
+        logger.warning(
+            f"large files {missing} of {name} are not downloaded; the release keeps {large_list.name} so that users "
+            "fetch them with `python -m monai.bundle download_large_files`."
+        )
+    files = []
+    for path in bundle.rglob("*"):
+        rel = path.relative_to(bundle)
+        if not path.is_file() or path.is_symlink() or _excluded(rel, patterns):
+            continue
+        if large_list is not None and not missing and rel == Path(large_list.name):
+            continue
+        files.append((path, f"{name}/{rel.as_posix()}"))
+    return sorted(files, key=lambda f: f[1])
+
+
+def write_bundle_zip(files: Sequence[tuple[Path, str]], filepath: str | os.PathLike) -> None:
+    """Write ``files`` (pairs of source path and name in the zip) to a zip whose bytes depend only on their content.
+
+    Args:
+        files: ``(source path, name in the zip)`` pairs, written in the given order.
+        filepath: the zip to write.
+    """
+    with zipfile.ZipFile(filepath, "w") as zf:
+        for src, arcname in files:
+            info = zipfile.ZipInfo(arcname, date_time=ZIP_DATE_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # "unix", whatever the platform packing it, so the permission bits mean the same
+            info.external_attr = 0o100644 << 16
+            info.file_size = Path(src).stat().st_size
+            with open(src, "rb") as f_in, zf.open(info, "w") as f_out:
+                for chunk in iter(lambda: f_in.read(1 << 20), b""):
+                    f_out.write(chunk)
+
+
+def _sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_metadata(bundle: Path) -> str:
+    """Return the bundle's version after checking it against the changelog of ``configs/metadata.json``."""
+    meta_file = bundle / "configs" / "metadata.json"
+    if not meta_file.is_file():
+        raise ValueError(f"{bundle} is not a bundle: {meta_file} is missing.")
+    with open(meta_file) as f:
+        meta = json.load(f)
+    version = meta.get("version")
+    if not isinstance(version, str) or not version or re.search(r"[\s/]", version):
+        raise ValueError(f"{meta_file} needs a 'version' such as \"0.1.0\", got {version!r}.")
+    changelog = meta.get("changelog")
+    if not isinstance(changelog, dict) or version not in changelog:
+        raise ValueError(
+            f"version {version} of {meta_file} has no entry in its 'changelog'; add "
+            f'"{version}": "what changed" as the first entry of "changelog" before packing.'
+        )
+    if next(iter(changelog)) != version:
+        logger.warning(f"the changelog of {meta_file} does not list version {version} first (newest first).")
+    return version
+
+
+def package(
+    bundle: str | os.PathLike,
+    out: str | os.PathLike = "dist",
+    repo: str | None = None,
+    overwrite: bool = False,
+    exclude: Sequence[str] = (),
+) -> str:
+    """Write the bundle's Model Zoo release zip ``out/NAME_vVERSION.zip`` and record it in ``out/model_info.json``.
+
+    Typical usage::
+
+        python -m monai_genesis package --bundle bundles/genesis_pretrain --out dist/ --repo OWNER/REPO/TAG
+
+    The zip has one top-level folder ``NAME/`` (the bundle's folder name), sorted entries and fixed timestamps, so
+    packing the same files twice gives the same bytes. ``model_info.json`` maps ``NAME_vVERSION`` to the zip's
+    ``checksum`` (SHA-1) and ``source`` (its download address), as ``models/model_info.json`` of the Model Zoo.
+
+    Args:
+        bundle: folder of the bundle, with ``configs/metadata.json`` (whose ``version`` must be a key of its
+            ``changelog``) and ``LICENSE``.
+        out: folder for the zip and ``model_info.json``; created when missing.
+        repo: ``OWNER/REPO/TAG`` of the GitHub release the zip will be attached to; the ``source`` recorded is then
+            ``https://github.com/OWNER/REPO/releases/download/TAG/NAME_vVERSION.zip``. Without it, the ``source``
+            is the zip's ``file://`` address, usable on this machine only.
+        overwrite: replace an existing zip of the same name whose content differs; by default that is an error.
+        exclude: more glob patterns of files or folders to leave out (see ``bundle_files``).
+
+    Returns:
+        the path of the zip written.
+    """
+    bundle = Path(bundle)
+    if not bundle.is_dir():
+        raise ValueError(f"bundle folder {bundle} does not exist.")
+    name = bundle.resolve().name
+    if _ASSET_NAME_SPLIT.split(f"{name}_v0.0.0")[0] != name:
+        raise ValueError(f"bundle name {name!r} contains '_v', which MONAI's download reads as a version; rename it.")
+    if repo is not None and (len(str(repo).split("/")) != 3 or "" in str(repo).split("/")):
+        raise ValueError(f"repo should be OWNER/REPO/TAG as for `monai.bundle download --source github`, got {repo!r}.")
+    if not (bundle / "LICENSE").is_file():
+        raise ValueError(f"{bundle / 'LICENSE'} is missing; the Model Zoo requires a licence in every bundle.")
+    version = _check_metadata(bundle)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    asset = f"{name}_v{version}"
+    zip_path = out / f"{asset}.zip"
+    files = bundle_files(bundle, exclude=exclude)
+    fd, tmp = tempfile.mkstemp(prefix=f".{asset}.", suffix=".zip", dir=out)
+    os.close(fd)
+    try:
+        write_bundle_zip(files, tmp)
+        checksum = _sha1(Path(tmp))
+        if zip_path.exists() and _sha1(zip_path) != checksum and not overwrite:
+            raise FileExistsError(
+                f"{zip_path} exists with different content; bump the version in metadata.json (and its changelog) "
+                "or pass overwrite=True (`--overwrite`) to replace it."
+            )
+        os.replace(tmp, zip_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+    if repo is not None:
+        owner, repo_name, tag = str(repo).split("/")
+        source = f"https://github.com/{owner}/{repo_name}/releases/download/{tag}/{asset}.zip"
+    else:
+        source = zip_path.resolve().as_uri()
+    info_path = out / "model_info.json"
+    info = {}
+    if info_path.is_file():
+        with open(info_path) as f:
+            info = json.load(f)
+    info[asset] = {"checksum": checksum, "source": source}
+    with open(info_path, "w") as f:
+        json.dump(dict(sorted(info.items())), f, indent=4)
+        f.write("\n")
+    logger.info(f"packed {len(files)} files of {bundle} into {zip_path} (sha1 {checksum}).")
+    return str(zip_path)

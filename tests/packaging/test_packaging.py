@@ -1,0 +1,163 @@
+import hashlib
+import json
+import os
+import time
+import zipfile
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import load
+from monai.networks.nets import UNet
+
+from monai_genesis.packaging import package
+from tests.packaging.helpers import TINY_NET, make_tiny_bundle, run_cli
+
+
+def _names(zip_path):
+    with zipfile.ZipFile(zip_path) as zf:
+        return sorted(zf.namelist())
+
+
+def test_zip_layout_and_model_info(tmp_path):
+    bundle = make_tiny_bundle(tmp_path / "src")
+    (bundle / "runs").mkdir()
+    (bundle / "runs" / "events.out").write_text("log")
+    (bundle / "configs" / "__pycache__").mkdir()
+    (bundle / "configs" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (bundle / "eval").mkdir()
+    (bundle / "eval" / "pred.nii.gz").write_bytes(b"\0")
+    (bundle / ".ipynb_checkpoints").mkdir()
+    (bundle / ".ipynb_checkpoints" / "a.json").write_text("{}")
+
+    zip_path = package(bundle, out=tmp_path / "dist", repo="someone/monai-genesis/v0.1.0")
+
+    assert os.path.basename(zip_path) == "tiny_restoration_v0.1.0.zip"
+    assert _names(zip_path) == [
+        "tiny_restoration/LICENSE",
+        "tiny_restoration/configs/inference.json",
+        "tiny_restoration/configs/metadata.json",
+        "tiny_restoration/configs/train.json",
+        "tiny_restoration/docs/README.md",
+        "tiny_restoration/models/model.pt",
+    ]
+    with zipfile.ZipFile(zip_path) as zf:
+        assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert zf.read("tiny_restoration/models/model.pt") == (bundle / "models" / "model.pt").read_bytes()
+    info = json.loads((tmp_path / "dist" / "model_info.json").read_text())
+    sha1 = hashlib.sha1(open(zip_path, "rb").read()).hexdigest()
+    assert info == {
+        "tiny_restoration_v0.1.0": {
+            "checksum": sha1,
+            "source": "https://github.com/someone/monai-genesis/releases/download/v0.1.0/tiny_restoration_v0.1.0.zip",
+        }
+    }
+
+
+def test_reproducible_and_no_silent_overwrite(tmp_path):
+    bundle = make_tiny_bundle(tmp_path / "src")
+    first = open(package(bundle, out=tmp_path / "a"), "rb").read()
+    past = time.time() - 86400
+    for f in bundle.rglob("*"):
+        os.utime(f, (past, past))
+    # same content packed again, elsewhere and into the same place: same bytes, no error
+    assert open(package(bundle, out=tmp_path / "b"), "rb").read() == first
+    package(bundle, out=tmp_path / "a")
+
+    (bundle / "docs" / "README.md").write_text("# tiny, changed\n")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        package(bundle, out=tmp_path / "a")
+    assert open(tmp_path / "a" / "tiny_restoration_v0.1.0.zip", "rb").read() == first
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model_info.json", "tiny_restoration_v0.1.0.zip"]
+    changed = package(bundle, out=tmp_path / "a", overwrite=True)
+    assert open(changed, "rb").read() != first
+    # model_info keeps one entry per version, and adds the next version beside it
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta["version"] = "0.2.0"
+    meta["changelog"] = {"0.2.0": "new docs", **meta["changelog"]}
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    package(bundle, out=tmp_path / "a")
+    info = json.loads((tmp_path / "a" / "model_info.json").read_text())
+    assert sorted(info) == ["tiny_restoration_v0.1.0", "tiny_restoration_v0.2.0"]
+    assert info["tiny_restoration_v0.2.0"]["source"].startswith("file://")
+
+
+def test_metadata_checks(tmp_path):
+    bundle = make_tiny_bundle(tmp_path / "src", with_weights=False)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(dict(meta, version="0.3.0")))
+    with pytest.raises(ValueError, match="version 0.3.0 .* no entry in its 'changelog'"):
+        package(bundle, out=tmp_path / "dist")
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "version"}))
+    with pytest.raises(ValueError, match="needs a 'version'"):
+        package(bundle, out=tmp_path / "dist")
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="OWNER/REPO/TAG"):
+        package(bundle, out=tmp_path / "dist", repo="someone/monai-genesis")
+    (bundle / "LICENSE").unlink()
+    with pytest.raises(ValueError, match="LICENSE"):
+        package(bundle, out=tmp_path / "dist")
+    assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
+    odd = make_tiny_bundle(tmp_path / "src", name="genesis_vessel")
+    with pytest.raises(ValueError, match="_v"):
+        package(odd, out=tmp_path / "dist")
+
+
+def test_large_files_resolved_or_kept(tmp_path):
+    bundle = make_tiny_bundle(tmp_path / "src", with_weights=False)
+    (bundle / "models").mkdir()
+    weights = b"released weights"
+    entry = {"path": "models/released.pt", "url": "https://example.org/released.pt",
+             "hash_val": hashlib.sha256(weights).hexdigest(), "hash_type": "sha256"}
+    (bundle / "large_files.json").write_text(json.dumps({"large_files": [entry]}))
+
+    missing = package(bundle, out=tmp_path / "missing")
+    assert "tiny_restoration/large_files.json" in _names(missing)
+    assert "tiny_restoration/models/released.pt" not in _names(missing)
+
+    (bundle / "models" / "released.pt").write_bytes(weights)
+    resolved = package(bundle, out=tmp_path / "resolved")
+    assert "tiny_restoration/large_files.json" not in _names(resolved)
+    assert "tiny_restoration/models/released.pt" in _names(resolved)
+
+    (bundle / "models" / "released.pt").write_bytes(b"something else")
+    with pytest.raises(ValueError, match="does not match the sha256 hash"):
+        package(bundle, out=tmp_path / "wrong")
+
+
+def test_cli_pack_serve_download_load_and_run(tmp_path, serve_dir):
+    """Pack with the project CLI, fetch with `monai.bundle download`, load the network, run inference."""
+    bundle = make_tiny_bundle(tmp_path / "src")
+    dist = tmp_path / "dist"
+    run_cli(["-m", "monai_genesis", "package", "--bundle", str(bundle), "--out", str(dist)])
+    assert (dist / "tiny_restoration_v0.1.0.zip").is_file()
+    base = serve_dir(dist)
+
+    downloads = tmp_path / "downloads"
+    url = f"{base}/tiny_restoration_v0.1.0.zip"
+    run_cli(["-m", "monai.bundle", "download", "--name", "tiny_restoration", "--version", "0.1.0", "--url", url,
+             "--bundle_dir", str(downloads), "--progress", "False"])
+    fetched = downloads / "tiny_restoration"
+    assert (fetched / "models" / "model.pt").read_bytes() == (bundle / "models" / "model.pt").read_bytes()
+
+    net = load(name="tiny_restoration", bundle_dir=downloads, device="cpu")
+    expected = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert isinstance(net, UNet)
+    got = net.state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+    data = tmp_path / "data"
+    data.mkdir()
+    volume = np.random.default_rng(0).random((16, 16, 16), dtype=np.float32)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), data / "case0.nii.gz")
+    run_cli(["-m", "monai.bundle", "run", "--config_file", str(fetched / "configs" / "inference.json"),
+             "--bundle_root", str(fetched), "--dataset_dir", str(data)])
+    pred = nib.load(fetched / "eval" / "case0_pred.nii.gz").get_fdata()
+    reference = UNet(**{k: v for k, v in TINY_NET.items() if k != "_target_"})
+    reference.load_state_dict(expected)
+    with torch.no_grad():
+        want = reference.eval()(torch.from_numpy(volume)[None, None])[0, 0].numpy()
+    assert pred.shape == (16, 16, 16)
+    np.testing.assert_allclose(pred, want, atol=1e-5)
