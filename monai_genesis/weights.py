@@ -1,0 +1,418 @@
+"""Load and export Models Genesis weights: the released checkpoint format and transfer into any network."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from monai_genesis.networks import GenesisUNet
+
+__all__ = [
+    "GENESIS_CHEST_CT_SHA256",
+    "TransferReport",
+    "extract_state_dict",
+    "file_sha256",
+    "genesis_to_official_key",
+    "load_official_checkpoint",
+    "load_pretrained",
+    "official_to_genesis_key",
+    "safe_load",
+    "save_official_checkpoint",
+    "to_official_state_dict",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: SHA-256 of the released ``Genesis_Chest_CT.pt`` (Hugging Face ``MrGiovanni/ModelsGenesis``, 152 639 120 bytes).
+GENESIS_CHEST_CT_SHA256 = "62de21a05236d6a8d8d5b03ec740f6ac6b818d15d3e86eed4f38a2a17d63cc08"
+
+# released module prefix -> GenesisUNet module prefix; inside a level ``conv1``/``bn1`` become ``conv``/``adn.N``
+_LEVEL_PREFIXES = (
+    ("down_tr64.ops.", "encoder.down1."),
+    ("down_tr128.ops.", "encoder.down2."),
+    ("down_tr256.ops.", "encoder.down3."),
+    ("down_tr512.ops.", "encoder.bottleneck."),
+    ("up_tr256.ops.", "up3.convs."),
+    ("up_tr128.ops.", "up2.convs."),
+    ("up_tr64.ops.", "up1.convs."),
+)
+_PLAIN_PREFIXES = (
+    ("up_tr256.up_conv.", "up3.upsample.conv."),
+    ("up_tr128.up_conv.", "up2.upsample.conv."),
+    ("up_tr64.up_conv.", "up1.upsample.conv."),
+    ("out_tr.final_conv.", "out.conv."),
+)
+_OFFICIAL_BLOCK = re.compile(r"^(\d+)\.(conv1|bn1)\.([^.]+)$")
+_GENESIS_BLOCK = re.compile(r"^(\d+)\.(conv|adn\.N)\.([^.]+)$")
+_CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "network", "net")
+
+
+def official_to_genesis_key(key: str) -> str | None:
+    """
+    Return the ``GenesisUNet`` parameter name of a key of the released state dict, or None if it is not one.
+
+    Args:
+        key: a key of the authors' network, without the ``module.`` prefix (e.g. ``down_tr64.ops.0.bn1.weight``).
+    """
+    for official, ours in _PLAIN_PREFIXES:
+        if key.startswith(official) and "." not in key[len(official) :]:
+            return ours + key[len(official) :]
+    for official, ours in _LEVEL_PREFIXES:
+        if key.startswith(official):
+            m = _OFFICIAL_BLOCK.match(key[len(official) :])
+            if m is None:
+                return None
+            layer = "conv" if m.group(2) == "conv1" else "adn.N"
+            return f"{ours}{m.group(1)}.{layer}.{m.group(3)}"
+    return None
+
+
+def genesis_to_official_key(key: str) -> str | None:
+    """
+    Return the released state-dict key of a ``GenesisUNet`` parameter name, or None if it has none.
+
+    Args:
+        key: a key of ``GenesisUNet().state_dict()`` (e.g. ``encoder.down1.0.adn.N.weight``).
+    """
+    for official, ours in _PLAIN_PREFIXES:
+        if key.startswith(ours) and "." not in key[len(ours) :]:
+            return official + key[len(ours) :]
+    for official, ours in _LEVEL_PREFIXES:
+        if key.startswith(ours):
+            m = _GENESIS_BLOCK.match(key[len(ours) :])
+            if m is None:
+                return None
+            layer = "conv1" if m.group(2) == "conv" else "bn1"
+            return f"{official}{m.group(1)}.{layer}.{m.group(3)}"
+    return None
+
+
+def file_sha256(path: PathLike, chunk_size: int = 1 << 20) -> str:
+    """
+    Return the hex SHA-256 of a file, read in chunks so that large checkpoints are not held in memory.
+
+    Args:
+        path: the file.
+        chunk_size: bytes read at a time.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def safe_load(path: PathLike, sha256: str | None = None) -> Any:
+    """
+    Read a PyTorch checkpoint with ``torch.load(weights_only=True)`` after an optional SHA-256 check.
+
+    Only tensors and plain containers are unpickled: a file whose unpickling would construct arbitrary objects
+    or run code is refused with a ``ValueError`` and nothing of it is executed. A wrong SHA-256 raises before
+    the file is unpickled.
+
+    Args:
+        path: the checkpoint file.
+        sha256: expected hex SHA-256 of the file; None skips the check.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} does not exist.")
+    if sha256 is not None:
+        actual = file_sha256(path)
+        if actual.lower() != sha256.strip().lower():
+            raise ValueError(
+                f"SHA-256 of {path} is {actual}, expected {sha256}; the file is corrupt, incomplete or not the "
+                "expected checkpoint. Download it again; it was not loaded."
+            )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for unsafe or non-checkpoint files
+        raise ValueError(
+            f"{path} is not a checkpoint that can be read safely with torch.load(weights_only=True) "
+            f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}). "
+            "Only files holding tensors and plain containers (e.g. saved state dicts) are accepted."
+        ) from e
+
+
+def _strip_module(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``state_dict`` without the ``module.`` prefixes of (Distributed)DataParallel."""
+    out = {}
+    for key, value in state_dict.items():
+        while key.startswith("module."):
+            key = key[len("module.") :]
+        out[key] = value
+    return out
+
+
+def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    Return the state dict held by a checkpoint object, without ``module.`` prefixes.
+
+    Understands a plain state dict (all values tensors), the released Models Genesis format
+    (``{"state_dict", "epoch", "optimizer_state_dict"}``) and MONAI/ignite checkpoint dicts such as
+    ``{"model": sd, "optimizer": ...}`` or ``{"network": sd, ...}`` (also ``"net"`` and ``"model_state_dict"``).
+
+    Args:
+        checkpoint: the object read from a checkpoint file.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(
+            f"a checkpoint must be a state dict or a dict holding one, got {type(checkpoint).__name__}."
+        )
+    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return _strip_module(checkpoint)
+    for key in _CONTAINER_KEYS:
+        inner = checkpoint.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return _strip_module(inner)
+    raise ValueError(
+        f"no state dict found in the checkpoint: its top-level keys are {list(checkpoint)[:10]}; expected a state "
+        f"dict of tensors or a dict holding one under one of {list(_CONTAINER_KEYS)}. Pass the state dict itself."
+    )
+
+
+def _is_official(state_dict: Mapping[str, Any]) -> bool:
+    """Whether a (``module.``-stripped) state dict uses the key names of the released network."""
+    return any(official_to_genesis_key(k) is not None for k in state_dict)
+
+
+def _shape(t: Any) -> tuple:
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else ()
+
+
+def load_official_checkpoint(path: PathLike, net: nn.Module | None = None, sha256: str | None = None) -> nn.Module:
+    """
+    Load a checkpoint in the released Models Genesis format (e.g. ``Genesis_Chest_CT.pt``) into a ``GenesisUNet``.
+
+    The file is read with ``torch.load(weights_only=True)`` (nothing in it is executed) after the optional
+    SHA-256 check; it may be the released dict ``{"epoch", "state_dict", "optimizer_state_dict"}`` whose keys
+    carry ``module.``, or a bare state dict of the authors' network. Every key is mapped onto ``GenesisUNet``
+    and all must match in name and shape.
+
+    Args:
+        path: the checkpoint file.
+        net: the network to load into (a ``GenesisUNet`` with matching channels and ``features=32``);
+            None creates ``GenesisUNet()`` (3D, 1 -> 1 channels, sigmoid output, released batch norm).
+        sha256: expected hex SHA-256 of the file, e.g. :py:data:`GENESIS_CHEST_CT_SHA256`; None skips the check.
+
+    Returns:
+        the network with the loaded weights.
+    """
+    state_dict = extract_state_dict(safe_load(path, sha256=sha256))
+    net = GenesisUNet() if net is None else net
+    target = net.state_dict()
+    converted: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state_dict.items():
+        ours = official_to_genesis_key(key)
+        if ours is None or ours not in target:
+            unknown.append(key)
+        else:
+            converted[ours] = value
+    missing = [genesis_to_official_key(k) or k for k in target if k not in converted]
+    if unknown or missing:
+        raise ValueError(
+            f"{path} does not match the released Genesis U-Net: {len(unknown)} unexpected key(s), first "
+            f"{unknown[:5]}; {len(missing)} missing key(s), first {missing[:5]}. Is it a Models Genesis checkpoint "
+            "of the released 3D U-Net? Other checkpoints load with monai_genesis.weights.load_pretrained."
+        )
+    wrong = [
+        f"{genesis_to_official_key(k)}: {_shape(v)} in file, {_shape(target[k])} in network"
+        for k, v in converted.items()
+        if _shape(v) != _shape(target[k])
+    ]
+    if wrong:
+        raise ValueError(
+            f"{path}: {len(wrong)} tensor shape(s) differ from the network, first {wrong[:5]}. Build the network "
+            "with the checkpoint's channels and width (GenesisUNet(in_channels=1, out_channels=1, features=32))."
+        )
+    net.load_state_dict(converted, strict=True)
+    logger.info("loaded %d tensors of the released Models Genesis format from %s", len(converted), path)
+    return net
+
+
+def to_official_state_dict(net: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """
+    Return the state dict of a ``GenesisUNet`` with the key names of the authors' network (without ``module.``).
+
+    Args:
+        net: a ``GenesisUNet`` (or its state dict, ``module.`` prefixes allowed).
+    """
+    state_dict = net.state_dict() if isinstance(net, nn.Module) else _strip_module(net)
+    out = {}
+    for key, value in state_dict.items():
+        official = genesis_to_official_key(key)
+        if official is None:
+            raise ValueError(
+                f"key {key!r} has no counterpart in the released Genesis U-Net; only a GenesisUNet "
+                "(any width and channels) can be exported to the released format."
+            )
+        out[official] = value
+    return out
+
+
+def save_official_checkpoint(
+    net: nn.Module,
+    path: PathLike,
+    epoch: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """
+    Save a ``GenesisUNet`` in the released format, loadable by the authors' code.
+
+    The file holds ``{"epoch", "state_dict", "optimizer_state_dict"}`` with ``module.``-prefixed keys, like
+    ``Genesis_Chest_CT.pt``.
+
+    Args:
+        net: a ``GenesisUNet``.
+        path: the file to write.
+        epoch: value stored under ``"epoch"``.
+        optimizer: optimizer whose state is stored under ``"optimizer_state_dict"``; None stores an empty dict.
+        overwrite: whether an existing file may be replaced; by default an existing file raises ``FileExistsError``.
+
+    Returns:
+        the path written.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+    state_dict = {f"module.{k}": v.detach().cpu() for k, v in to_official_state_dict(net).items()}
+    checkpoint = {
+        "epoch": int(epoch),
+        "state_dict": state_dict,
+        "optimizer_state_dict": optimizer.state_dict() if optimizer is not None else {},
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+@dataclass
+class TransferReport:
+    """
+    What :py:func:`load_pretrained` did: tensors loaded, checkpoint tensors skipped (with the reason) and network
+    tensors left as they were.
+
+    Args:
+        source: description of the checkpoint (its path, or ``"state dict"``).
+        network: class name of the network loaded into.
+        loaded: network keys that received a checkpoint tensor.
+        skipped: checkpoint key (after renaming) -> why it was not loaded.
+        missing: network keys that received nothing.
+    """
+
+    source: str
+    network: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def num_loaded(self) -> int:
+        """Number of tensors loaded."""
+        return len(self.loaded)
+
+    def __str__(self) -> str:
+        total = self.num_loaded + len(self.missing)
+        lines = [
+            f"{self.network}: loaded {self.num_loaded} of {total} tensors from {self.source}; "
+            f"skipped {len(self.skipped)} checkpoint tensor(s); {len(self.missing)} network tensor(s) not loaded."
+        ]
+        lines += [f"  skipped {k}: {why}" for k, why in list(self.skipped.items())[:10]]
+        if len(self.skipped) > 10:
+            lines.append(f"  ... {len(self.skipped) - 10} more skipped")
+        lines += [f"  not loaded {k}" for k in self.missing[:10]]
+        if len(self.missing) > 10:
+            lines.append(f"  ... {len(self.missing) - 10} more not loaded")
+        return "\n".join(lines)
+
+
+def _apply_prefix_map(state_dict: Mapping[str, Any], prefix_map: Mapping[str, str]) -> dict[str, Any]:
+    """Rename keys by their longest matching prefix in ``prefix_map``; keys without a match are kept."""
+    prefixes = sorted(prefix_map, key=len, reverse=True)
+    out: dict[str, Any] = {}
+    for key, value in state_dict.items():
+        new = key
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                new = prefix_map[prefix] + key[len(prefix) :]
+                break
+        if new in out:
+            raise ValueError(f"prefix_map {dict(prefix_map)} maps two checkpoint keys onto {new!r}.")
+        out[new] = value
+    return out
+
+
+def load_pretrained(
+    net: nn.Module,
+    checkpoint: PathLike | Mapping[str, Any],
+    prefix_map: Mapping[str, str] | None = None,
+    strict: bool = False,
+    min_loaded: int = 1,
+) -> TransferReport:
+    """
+    Copy into ``net`` every checkpoint tensor whose name and shape match, and report what was loaded.
+
+    The checkpoint may be a file (read with ``torch.load(weights_only=True)``) or an object already loaded: a
+    plain state dict, the released Models Genesis format (its keys are renamed to ``GenesisUNet`` names, so it
+    loads into ``GenesisUNet`` and into the encoder of ``GenesisClassifier``), or a MONAI/ignite checkpoint dict
+    (``{"model": sd, ...}``, ``{"network": sd, ...}``). ``module.`` prefixes are removed, then ``prefix_map``
+    renames keys. A ``GenesisUNet`` checkpoint loads into ``GenesisClassifier`` without a map (same ``encoder.*``
+    names). The report is logged at INFO level. ``checkpoint`` is not modified.
+
+    Args:
+        net: the network to load into, in place.
+        checkpoint: path of a checkpoint file, or the loaded checkpoint object.
+        prefix_map: checkpoint key prefix -> network key prefix, applied to the longest matching prefix,
+            e.g. ``{"net.": ""}`` to load weights of a ``NetWithActivation`` into the bare network.
+        strict: raise a ``ValueError`` unless every checkpoint tensor is loaded and every network tensor received one.
+        min_loaded: raise a ``ValueError`` when fewer tensors are loaded, so that a fine-tuning run whose
+            pretrained weights did not match fails instead of silently training from scratch.
+
+    Returns:
+        the :py:class:`TransferReport`.
+    """
+    if isinstance(checkpoint, Mapping):
+        source, obj = "state dict", checkpoint
+    else:
+        source, obj = str(checkpoint), safe_load(checkpoint)
+    state_dict = extract_state_dict(obj)
+    if _is_official(state_dict):
+        state_dict = {official_to_genesis_key(k) or k: v for k, v in state_dict.items()}
+    if prefix_map:
+        state_dict = _apply_prefix_map(state_dict, prefix_map)
+    target = net.state_dict()
+    report = TransferReport(source=source, network=type(net).__name__)
+    to_load = {}
+    for key, value in state_dict.items():
+        if key not in target:
+            report.skipped[key] = "no tensor of this name in the network"
+        elif _shape(value) != _shape(target[key]):
+            report.skipped[key] = f"shape {_shape(value)} in checkpoint, {_shape(target[key])} in network"
+        else:
+            to_load[key] = value
+            report.loaded.append(key)
+    report.missing = [k for k in target if k not in to_load]
+    if strict and (report.skipped or report.missing):
+        raise ValueError(f"strict loading failed, the checkpoint and the network differ:\n{report}")
+    if report.num_loaded < min_loaded:
+        raise ValueError(
+            f"only {report.num_loaded} tensor(s) of {source} match {type(net).__name__} by name and shape "
+            f"(min_loaded={min_loaded}); checkpoint keys start {list(state_dict)[:3]}, network keys start "
+            f"{list(target)[:3]}. Check that the checkpoint belongs to this architecture and width, or pass "
+            f"prefix_map={{'<checkpoint prefix>': '<network prefix>'}}.\n{report}"
+        )
+    net.load_state_dict(to_load, strict=False)
+    logger.info("%s", report)
+    return report
