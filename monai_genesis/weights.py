@@ -138,9 +138,10 @@ def safe_load(path: PathLike, sha256: str | None = None) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for unsafe or non-checkpoint files
+        first_line = (str(e).strip().splitlines() or [""])[0]
         raise ValueError(
             f"{path} is not a checkpoint that can be read safely with torch.load(weights_only=True) "
-            f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}). "
+            f"({type(e).__name__}: {first_line}). "
             "Only files holding tensors and plain containers (e.g. saved state dicts) are accepted."
         ) from e
 
