@@ -1,0 +1,25 @@
+"""Data for Genesis bundles: synthetic phantoms, dataset discovery and checks, readers, cube sampling, intensity."""
+
+from monai_genesis.data.cubes import FixedCubeSamplesd, RandCubeSamplesd
+from monai_genesis.data.datalists import (
+    classification_datalist,
+    pretrain_datalist,
+    segmentation_datalist,
+    split_datalist,
+)
+from monai_genesis.data.discovery import VOLUME_SUFFIXES, check_datalist, find_volumes, read_spatial_shape
+from monai_genesis.data.intensity import (
+    INTENSITY_SETTINGS,
+    ForegroundPercentileWindow,
+    ForegroundPercentileWindowd,
+    intensity_transform,
+)
+from monai_genesis.data.loading import ClassTargetd, LoadVolumed
+from monai_genesis.data.medmnist import load_medmnist
+from monai_genesis.data.phantoms import (
+    PHANTOM_LABELS,
+    ct_phantom,
+    nodule_patch_phantom,
+    write_ct_phantoms,
+    write_nodule_patch_phantoms,
+)

@@ -1,0 +1,232 @@
+"""Datalists of the bundles: a user's folder or datalist JSON, checked, or synthetic phantoms when none is given."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from monai.data import load_decathlon_datalist
+
+from monai_genesis.data.discovery import check_datalist, find_volumes
+from monai_genesis.data.medmnist import load_medmnist
+from monai_genesis.data.phantoms import write_ct_phantoms, write_nodule_patch_phantoms
+
+__all__ = ["split_datalist", "pretrain_datalist", "segmentation_datalist", "classification_datalist"]
+
+logger = logging.getLogger(__name__)
+
+
+def split_datalist(items: Sequence, val_fraction: float = 0.2, seed: int = 0) -> dict[str, list]:
+    """Split ``items`` into fixed training and validation parts by a seeded shuffle.
+
+    Args:
+        items: datalist entries.
+        val_fraction: fraction for validation, in (0, 1); at least one entry goes to each part
+            when there are two or more.
+        seed: seed of the shuffle, so the same folder always gives the same split.
+
+    Returns:
+        ``{"training": [...], "validation": [...]}``; a single entry is used for both (with a warning).
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+    items = list(items)
+    if len(items) == 1:
+        logger.warning("only one volume: it is used for both training and validation.")
+        return {"training": items, "validation": items}
+    order = np.random.default_rng(seed).permutation(len(items))
+    num_val = min(max(1, int(round(len(items) * val_fraction))), len(items) - 1)
+    return {
+        "training": [items[i] for i in sorted(order[num_val:])],
+        "validation": [items[i] for i in sorted(order[:num_val])],
+    }
+
+
+def _named(value) -> bool:
+    return value is not None and str(value) != ""
+
+
+def _load_datalist_file(datalist: str, dataset_dir: str | None, keys: Sequence[str]) -> dict[str, list]:
+    if not os.path.isfile(datalist):
+        raise ValueError(f"datalist {datalist} does not exist; pass the path of a JSON datalist file.")
+    base_dir = dataset_dir if _named(dataset_dir) else os.path.dirname(os.path.abspath(datalist))
+    parts = {}
+    for key in keys:
+        try:
+            parts[key] = load_decathlon_datalist(datalist, is_segmentation=True, data_list_key=key, base_dir=base_dir)
+        except ValueError:
+            parts[key] = []
+    if not parts.get("training"):
+        raise ValueError(f"datalist {datalist} has no entries under 'training'.")
+    return parts
+
+
+def pretrain_datalist(
+    dataset_dir: str | None,
+    output_dir: str,
+    datalist: str | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    num_phantoms: int = 8,
+    phantom_shape: Sequence[int] = (96, 96, 64),
+    min_shape: Sequence[int] | None = None,
+) -> dict[str, list]:
+    """Training and validation volumes for pretraining, checked to be readable.
+
+    Args:
+        dataset_dir: folder of NIfTI/NRRD/MHA files or DICOM series folders, split by ``split_datalist``.
+            Empty or ``None``: synthetic CT phantoms are written under ``output_dir/phantoms`` and used.
+        output_dir: the bundle's output folder (for the phantoms).
+        datalist: optional JSON file with ``"training"`` (and ``"validation"``) lists of ``{"image": path}``;
+            relative paths are resolved against ``dataset_dir`` (or the JSON's folder). Takes precedence.
+        val_fraction: validation fraction when the split is drawn.
+        seed: seed of the split and of the phantoms.
+        num_phantoms: number of phantoms when no data is named.
+        phantom_shape: size of each phantom.
+        min_shape: volumes smaller than this are reported (and later padded).
+
+    Returns:
+        ``{"training": [{"image": path}, ...], "validation": [...]}``.
+
+    Raises:
+        ValueError: for a named but missing or empty folder or datalist, or an unreadable file.
+    """
+    if _named(datalist):
+        parts = _load_datalist_file(str(datalist), dataset_dir, ("training", "validation"))
+        if not parts["validation"]:
+            parts = split_datalist(parts["training"], val_fraction, seed)
+        parts = {k: [{"image": item["image"]} for item in v] for k, v in parts.items()}
+    elif _named(dataset_dir):
+        parts = split_datalist([{"image": path} for path in find_volumes(str(dataset_dir))], val_fraction, seed)
+        logger.info(
+            f"dataset_dir {dataset_dir}: {len(parts['training'])} training and "
+            f"{len(parts['validation'])} validation volumes."
+        )
+    else:
+        phantom_dir = os.path.join(output_dir, "phantoms")
+        items = write_ct_phantoms(phantom_dir, num_phantoms, phantom_shape, seed=seed, with_labels=False)
+        logger.info(f"no dataset_dir given: running on {num_phantoms} synthetic CT phantoms in {phantom_dir}.")
+        parts = split_datalist(items, val_fraction, seed)
+    for part in parts.values():
+        check_datalist(part, label_key=None, min_shape=min_shape)
+    return parts
+
+
+def segmentation_datalist(
+    datalist: str | None,
+    output_dir: str,
+    dataset_dir: str | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    num_phantoms: int = 8,
+    phantom_shape: Sequence[int] = (96, 96, 64),
+) -> dict[str, list]:
+    """Training, validation and test lists of ``{"image", "label"}`` for segmentation, checked.
+
+    Args:
+        datalist: JSON datalist in the Medical Segmentation Decathlon format (``"training"``,
+            optionally ``"validation"`` and ``"test"``), read with ``monai.data.load_decathlon_datalist``.
+            Empty or ``None``: phantoms with lung and nodule label maps are written under
+            ``output_dir/phantoms`` and used.
+        output_dir: the bundle's output folder (for the phantoms).
+        dataset_dir: base folder of the datalist's relative paths (default: the JSON's folder).
+        val_fraction: validation fraction drawn from ``"training"`` when the datalist has no ``"validation"``.
+        seed: seed of that split and of the phantoms.
+        num_phantoms: number of phantoms when no datalist is named.
+        phantom_shape: size of each phantom.
+
+    Returns:
+        ``{"training": [...], "validation": [...], "test": [...]}``; ``"test"`` falls back to
+        ``"validation"`` when the datalist has none.
+
+    Raises:
+        ValueError: for a named but missing datalist, an unreadable file, or a label whose shape
+            differs from its image's.
+    """
+    if _named(datalist):
+        parts = _load_datalist_file(str(datalist), dataset_dir, ("training", "validation", "test"))
+        if not parts["validation"]:
+            parts.update(split_datalist(parts["training"], val_fraction, seed))
+    else:
+        phantom_dir = os.path.join(output_dir, "phantoms")
+        items = write_ct_phantoms(phantom_dir, num_phantoms, phantom_shape, seed=seed, with_labels=True)
+        logger.info(f"no datalist given: running on {num_phantoms} synthetic CT phantoms with labels in {phantom_dir}.")
+        parts = dict(split_datalist(items, val_fraction, seed), test=[])
+    if not parts["test"]:
+        parts["test"] = parts["validation"]
+    for name in ("training", "validation"):
+        if any("label" not in item for item in parts[name]):
+            raise ValueError(f"every {name} entry of the segmentation datalist needs a 'label' path.")
+        check_datalist(parts[name], label_key="label")
+    check_datalist(parts["test"], label_key="label")
+    return parts
+
+
+def classification_datalist(
+    datalist: str | None,
+    output_dir: str,
+    medmnist_npz: str | None = None,
+    dataset_dir: str | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    num_phantoms: int = 16,
+    phantom_shape: Sequence[int] = (32, 32, 32),
+) -> dict[str, list]:
+    """Training, validation and test lists of ``{"image", "label": int}`` for classification, checked.
+
+    Args:
+        datalist: JSON datalist with ``"training"`` (optionally ``"validation"``, ``"test"``) entries
+            ``{"image": path, "label": int}``.
+        output_dir: the bundle's output folder (for the phantoms).
+        medmnist_npz: a MedMNIST ``.npz`` file, read by ``load_medmnist`` (used when no datalist is named).
+        dataset_dir: base folder of the datalist's relative paths (default: the JSON's folder).
+        val_fraction: validation fraction drawn from ``"training"`` when there is no validation part.
+        seed: seed of that split and of the phantoms.
+        num_phantoms: number of lung patches (half with a nodule) when no data is named.
+        phantom_shape: size of each patch.
+
+    Returns:
+        ``{"training": [...], "validation": [...], "test": [...]}``; ``"test"`` falls back to
+        ``"validation"``.
+    """
+    if _named(datalist):
+        parts = _load_datalist_file(str(datalist), dataset_dir, ("training", "validation", "test"))
+    elif _named(medmnist_npz):
+        parts = {name: load_medmnist(str(medmnist_npz), split) for name, split in
+                 (("training", "train"), ("validation", "val"), ("test", "test"))}
+        logger.info(
+            f"MedMNIST file {medmnist_npz}: {len(parts['training'])} training, {len(parts['validation'])} "
+            f"validation, {len(parts['test'])} test samples."
+        )
+    else:
+        phantom_dir = os.path.join(output_dir, "phantoms")
+        items = write_nodule_patch_phantoms(phantom_dir, num_phantoms, phantom_shape, seed=seed)
+        logger.info(f"no datalist given: running on {num_phantoms} synthetic lung patches (half with a nodule) in {phantom_dir}.")
+        parts = {"training": items, "validation": [], "test": []}
+    if not parts["training"]:
+        raise ValueError("the classification data has no training samples.")
+    if not parts["validation"]:
+        parts.update(_stratified_split(parts["training"], val_fraction, seed))
+    if not parts["test"]:
+        parts["test"] = parts["validation"]
+    for part in parts.values():
+        for item in part:
+            if "label" not in item:
+                raise ValueError(f"classification entry {item.get('image')} has no 'label'.")
+        check_datalist(part, label_key=None)
+    return parts
+
+
+def _stratified_split(items: list, val_fraction: float, seed: int) -> dict[str, list]:
+    """Split each class separately so both parts see every class."""
+    by_class: dict = {}
+    for item in items:
+        by_class.setdefault(int(np.asarray(item["label"]).ravel()[0]), []).append(item)
+    parts: dict[str, list] = {"training": [], "validation": []}
+    for members in by_class.values():
+        split = split_datalist(members, val_fraction, seed) if len(members) > 1 else {"training": members, "validation": []}
+        parts["training"] += split["training"]
+        parts["validation"] += split["validation"]
+    return parts

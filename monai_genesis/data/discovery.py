@@ -1,0 +1,148 @@
+"""Find the volumes of a dataset folder and check that they can be read before any training starts."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["VOLUME_SUFFIXES", "find_volumes", "is_dicom_file", "read_spatial_shape", "check_datalist"]
+
+logger = logging.getLogger(__name__)
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def is_dicom_file(path: str) -> bool:
+    """Whether ``path`` is a DICOM file: a ``.dcm`` name or the ``DICM`` marker after the 128-byte preamble."""
+    if path.lower().endswith(".dcm"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _is_dicom_series_dir(path: str) -> bool:
+    names = [n for n in os.listdir(path) if not n.startswith(".")]
+    files = [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
+    return bool(files) and any(is_dicom_file(f) for f in files[:8])
+
+
+def find_volumes(dataset_dir: str) -> list[str]:
+    """List the volumes under ``dataset_dir``: NIfTI, NRRD and MHA/MHD files, and DICOM series folders.
+
+    Sub-folders are searched too; a folder holding DICOM files counts as one series and is not searched
+    further. Hidden files and folders are skipped.
+
+    Args:
+        dataset_dir: folder to search.
+
+    Returns:
+        the sorted paths (files, and folders for DICOM series).
+
+    Raises:
+        ValueError: when ``dataset_dir`` does not exist or holds no volume.
+    """
+    if not dataset_dir or not os.path.isdir(dataset_dir):
+        raise ValueError(
+            f"dataset_dir {dataset_dir!r} is not a folder; pass the folder that holds your NIfTI, NRRD, "
+            "MHA files or DICOM series folders (--dataset_dir /path/to/volumes)."
+        )
+    found = []
+    for root, dirs, files in os.walk(dataset_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if root != dataset_dir and _is_dicom_series_dir(root):
+            found.append(root)
+            dirs[:] = []
+            continue
+        for name in sorted(files):
+            if not name.startswith(".") and name.lower().endswith(VOLUME_SUFFIXES):
+                found.append(os.path.join(root, name))
+        if root == dataset_dir and not found and _is_dicom_series_dir(root):
+            found.append(root)
+            dirs[:] = []
+    if not found:
+        raise ValueError(
+            f"dataset_dir {dataset_dir} holds no volume: expected files ending in {', '.join(VOLUME_SUFFIXES)} "
+            "or folders of DICOM files (one series per folder)."
+        )
+    return sorted(found)
+
+
+def read_spatial_shape(path: str) -> tuple[int, ...]:
+    """Read the spatial shape of the volume at ``path`` from its header (the whole volume for DICOM).
+
+    Args:
+        path: a NIfTI, NRRD or MHA/MHD file, or a folder holding one DICOM series.
+
+    Raises:
+        ValueError: naming ``path`` when it is missing or cannot be read.
+    """
+    if not os.path.exists(path):
+        raise ValueError(f"volume {path} does not exist; fix the path in your datalist or dataset_dir.")
+    try:
+        if os.path.isdir(path):
+            from monai.data import ITKReader
+
+            reader = ITKReader()
+            _, meta = reader.get_data(reader.read(path))
+            return tuple(int(s) for s in meta["spatial_shape"])
+        if path.lower().endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            return tuple(int(s) for s in nib.load(path).shape[:3])
+        import itk
+
+        image_io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
+        if image_io is None:
+            raise OSError("no ITK reader understands this file")
+        image_io.SetFileName(path)
+        image_io.ReadImageInformation()
+        return tuple(int(image_io.GetDimensions(i)) for i in range(min(3, image_io.GetNumberOfDimensions())))
+    except Exception as e:
+        raise ValueError(f"cannot read volume {path}: {e}. Check that the file is complete and in a supported format.") from e
+
+
+def check_datalist(
+    items: Sequence[dict], image_key: str = "image", label_key: str | None = "label", min_shape: Sequence[int] | None = None
+) -> list[dict]:
+    """Check that every image (and label file) of a datalist can be read and that their shapes agree.
+
+    In-memory arrays (e.g. from ``load_medmnist``) are checked for shape only.
+
+    Args:
+        items: datalist entries, each a dict with ``image_key`` (and optionally ``label_key``).
+        image_key: key of the image path.
+        label_key: key of a label volume path; non-path labels (class indices) are not checked.
+        min_shape: when given, images smaller than this are reported in the log (they will be padded).
+
+    Returns:
+        ``items`` unchanged, so the call can wrap a datalist in a config.
+
+    Raises:
+        ValueError: naming the file when an image or label cannot be read, or when a label's spatial
+            shape differs from its image's.
+    """
+    if len(items) == 0:
+        raise ValueError("the datalist is empty; give at least one image.")
+    for item in items:
+        if image_key not in item:
+            raise ValueError(f"datalist entry {item} has no {image_key!r} key.")
+        image = item[image_key]
+        shape = tuple(np.shape(image)[1:]) if not isinstance(image, (str, os.PathLike)) else read_spatial_shape(image)
+        label = item.get(label_key) if label_key else None
+        if isinstance(label, (str, os.PathLike)):
+            label_shape = read_spatial_shape(label)
+            if label_shape != shape:
+                raise ValueError(
+                    f"label {label} has spatial shape {label_shape} but its image {image} has {shape}; "
+                    "each label map must have the shape of its image."
+                )
+        if min_shape is not None and any(s < m for s, m in zip(shape, min_shape)):
+            logger.info(f"volume {image} of shape {shape} is smaller than {tuple(min_shape)}: it will be padded.")
+    return list(items)

@@ -1,0 +1,109 @@
+"""Intensity settings of the bundles: the CT window, a per-volume percentile window inside the foreground for
+MRI, and a per-volume min-max scaling; each maps a volume to [0, 1] as Genesis expects."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import torch
+from monai.config import KeysCollection
+from monai.config.type_definitions import NdarrayOrTensor
+from monai.data.meta_obj import get_track_meta
+from monai.transforms import MapTransform, ScaleIntensityd, ScaleIntensityRanged, Transform
+from monai.utils import TransformBackends, convert_to_tensor
+
+__all__ = ["ForegroundPercentileWindow", "ForegroundPercentileWindowd", "INTENSITY_SETTINGS", "intensity_transform"]
+
+INTENSITY_SETTINGS = ("ct", "mri", "minmax")
+
+
+class ForegroundPercentileWindow(Transform):
+    """Clip a volume to the ``lower``–``upper`` percentiles of its foreground and scale that window to [0, 1].
+
+    The foreground is every voxel whose value differs from ``background``; when it covers less than 1%
+    of the volume, all voxels are used. This is the MRI setting: MR intensities have no fixed unit.
+
+    Args:
+        lower: lower percentile in [0, 100).
+        upper: upper percentile in (lower, 100].
+        background: value of the voxels outside the body (0 for skull-stripped or z-scored MRI);
+            ``None`` uses all voxels.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, lower: float = 0.5, upper: float = 99.5, background: float | None = 0.0) -> None:
+        if not 0.0 <= lower < upper <= 100.0:
+            raise ValueError(f"need 0 <= lower < upper <= 100, got lower={lower}, upper={upper}.")
+        self.lower, self.upper, self.background = float(lower), float(upper), background
+
+    def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
+        img = convert_to_tensor(img, track_meta=get_track_meta(), dtype=torch.float32)
+        values = img.as_tensor().ravel() if hasattr(img, "as_tensor") else img.ravel()
+        if self.background is not None:
+            foreground = values[values != self.background]
+            if foreground.numel() >= 0.01 * values.numel():
+                values = foreground
+        # torch.quantile refuses very large inputs, so subsample evenly on big volumes
+        step = max(1, values.numel() // 1_000_000)
+        bounds = torch.quantile(values[::step], torch.tensor([self.lower, self.upper]) / 100.0)
+        low, high = float(bounds[0]), float(bounds[1])
+        return ((img.clamp(low, high) - low) / max(high - low, 1e-8)).to(torch.float32)
+
+
+class ForegroundPercentileWindowd(MapTransform):
+    """Dictionary version of ``ForegroundPercentileWindow``.
+
+    Args:
+        keys: keys of the volumes to scale.
+        lower: lower percentile.
+        upper: upper percentile.
+        background: value of the voxels outside the body; ``None`` uses all voxels.
+        allow_missing_keys: don't raise for missing keys.
+    """
+
+    backend = ForegroundPercentileWindow.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        lower: float = 0.5,
+        upper: float = 99.5,
+        background: float | None = 0.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.window = ForegroundPercentileWindow(lower, upper, background)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.window(d[key])
+        return d
+
+
+def intensity_transform(
+    setting: str = "ct",
+    keys: KeysCollection = "image",
+    ct_window: Sequence[float] = (-1000.0, 1000.0),
+    percentiles: Sequence[float] = (0.5, 99.5),
+) -> MapTransform:
+    """The dictionary transform that maps ``keys`` to [0, 1] for one intensity setting.
+
+    Args:
+        setting: ``"ct"`` clips Hounsfield units to ``ct_window`` and scales linearly (Genesis Chest CT);
+            ``"mri"`` uses ``ForegroundPercentileWindowd`` with ``percentiles``; ``"minmax"`` scales each
+            volume's own minimum and maximum (e.g. MedMNIST's 0–255 images).
+        keys: keys of the images.
+        ct_window: ``(low, high)`` HU window of the CT setting.
+        percentiles: ``(lower, upper)`` percentiles of the MRI setting.
+    """
+    if setting == "ct":
+        if len(ct_window) != 2 or ct_window[0] >= ct_window[1]:
+            raise ValueError(f"ct_window must be (low, high) with low < high, got {ct_window}.")
+        return ScaleIntensityRanged(keys, a_min=ct_window[0], a_max=ct_window[1], b_min=0.0, b_max=1.0, clip=True)
+    if setting == "mri":
+        return ForegroundPercentileWindowd(keys, lower=percentiles[0], upper=percentiles[1])
+    if setting == "minmax":
+        return ScaleIntensityd(keys, minv=0.0, maxv=1.0)
+    raise ValueError(f"intensity setting must be one of {INTENSITY_SETTINGS}, got {setting!r}.")

@@ -1,0 +1,46 @@
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from monai_genesis.data import ClassTargetd, ForegroundPercentileWindow, LoadVolumed, intensity_transform
+
+
+def test_ct_setting_windows_hu():
+    out = intensity_transform("ct")({"image": torch.tensor([[-2000.0, -1000.0, 0.0, 1000.0, 3000.0]])})
+    torch.testing.assert_close(out["image"], torch.tensor([[0.0, 0.0, 0.5, 1.0, 1.0]]))
+
+
+def test_mri_setting_uses_foreground_percentiles():
+    img = torch.zeros(1, 10, 10, 10)
+    img[:, 2:8, 2:8, 2:8] = torch.linspace(100, 200, 216).reshape(1, 6, 6, 6)
+    out = ForegroundPercentileWindow(lower=0.0, upper=100.0)(img)
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0
+    assert float(out[0, 2, 2, 2]) == 0.0  # the darkest foreground voxel, not the background, maps to 0
+    d = intensity_transform("mri")({"image": MetaTensor(img)})
+    assert isinstance(d["image"], MetaTensor) and 0.0 <= float(d["image"].min()) <= float(d["image"].max()) <= 1.0
+    with pytest.raises(ValueError, match="intensity setting"):
+        intensity_transform("pet")
+
+
+def test_minmax_setting():
+    out = intensity_transform("minmax")({"image": torch.tensor([[0.0, 127.5, 255.0]])})
+    torch.testing.assert_close(out["image"], torch.tensor([[0.0, 0.5, 1.0]]))
+
+
+def test_load_volume_from_file_and_memory(tmp_path):
+    path = str(tmp_path / "v.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((5, 6, 7), dtype=np.int16), np.eye(4)), path)
+    loader = LoadVolumed("image")
+    from_file = loader({"image": path})["image"]
+    assert tuple(from_file.shape) == (1, 5, 6, 7) and from_file.meta["filename_or_obj"].endswith("v.nii.gz")
+    from_array = loader({"image": np.zeros((1, 3, 3, 3), dtype=np.uint8)})["image"]
+    assert isinstance(from_array, MetaTensor) and from_array.dtype == torch.float32
+
+
+def test_class_target():
+    assert ClassTargetd("label", 1)({"label": 1})["label"].tolist() == [1.0]
+    assert ClassTargetd("label", 3)({"label": 2})["label"].tolist() == [0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="num_classes"):
+        ClassTargetd("label", 1)({"label": 4})
