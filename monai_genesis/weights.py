@@ -324,6 +324,11 @@ class TransferReport:
         """Number of tensors loaded."""
         return len(self.loaded)
 
+    @property
+    def num_learned_loaded(self) -> int:
+        """Number of tensors loaded other than batch-norm ``num_batches_tracked`` counters (which match any width)."""
+        return sum(not k.endswith("num_batches_tracked") for k in self.loaded)
+
     def __str__(self) -> str:
         total = self.num_loaded + len(self.missing)
         lines = [
@@ -379,7 +384,8 @@ def load_pretrained(
             e.g. ``{"net.": ""}`` to load weights of a ``NetWithActivation`` into the bare network.
         strict: raise a ``ValueError`` unless every checkpoint tensor is loaded and every network tensor received one.
         min_loaded: raise a ``ValueError`` when fewer tensors are loaded, so that a fine-tuning run whose
-            pretrained weights did not match fails instead of silently training from scratch.
+            pretrained weights did not match fails instead of silently training from scratch. Batch-norm
+            ``num_batches_tracked`` counters are not counted: they are scalars that match any width.
 
     Returns:
         the :py:class:`TransferReport`.
@@ -407,10 +413,10 @@ def load_pretrained(
     report.missing = [k for k in target if k not in to_load]
     if strict and (report.skipped or report.missing):
         raise ValueError(f"strict loading failed, the checkpoint and the network differ:\n{report}")
-    if report.num_loaded < min_loaded:
+    if report.num_learned_loaded < min_loaded:
         raise ValueError(
-            f"only {report.num_loaded} tensor(s) of {source} match {type(net).__name__} by name and shape "
-            f"(min_loaded={min_loaded}); checkpoint keys start {list(state_dict)[:3]}, network keys start "
+            f"only {report.num_learned_loaded} tensor(s) of {source} match {type(net).__name__} by name and shape "
+            f"(min_loaded={min_loaded}, num_batches_tracked not counted); checkpoint keys start {list(state_dict)[:3]}, network keys start "
             f"{list(target)[:3]}. Check that the checkpoint belongs to this architecture and width, or pass "
             f"prefix_map={{'<checkpoint prefix>': '<network prefix>'}}.\n{report}"
         )

@@ -1,0 +1,207 @@
+import logging
+import pickle
+
+import pytest
+import torch
+
+import monai_genesis.weights as weights
+from monai_genesis.networks import GenesisClassifier, GenesisUNet, NetWithActivation
+from monai_genesis.weights import (
+    extract_state_dict,
+    file_sha256,
+    genesis_to_official_key,
+    load_official_checkpoint,
+    load_pretrained,
+    official_to_genesis_key,
+    save_official_checkpoint,
+    to_official_state_dict,
+)
+
+from tests.networks.official_format import official_keys_and_shapes, random_official_state_dict, released_checkpoint
+
+
+@pytest.fixture(scope="module")
+def official_sd():
+    return random_official_state_dict(seed=1)
+
+
+@pytest.fixture()
+def released_file(tmp_path, official_sd):
+    path = tmp_path / "Genesis_Chest_CT.pt"
+    torch.save(released_checkpoint(official_sd), path)
+    return path
+
+
+def test_key_map_is_a_bijection_onto_the_network():
+    official = [k for k, _ in official_keys_and_shapes()]
+    ours = [official_to_genesis_key(k) for k in official]
+    net_sd = GenesisUNet().state_dict()
+    assert None not in ours and len(set(ours)) == 106
+    assert set(ours) == set(net_sd)
+    assert [genesis_to_official_key(k) for k in ours] == official
+    for (key, shape), mapped in zip(official_keys_and_shapes(), ours):
+        assert tuple(net_sd[mapped].shape) == shape, key
+    assert official_to_genesis_key("down_tr64.ops.0.bn1.weight") == "encoder.down1.0.adn.N.weight"
+    assert official_to_genesis_key("up_tr128.up_conv.bias") == "up2.upsample.conv.bias"
+    assert official_to_genesis_key("head.0.weight") is None
+    assert genesis_to_official_key("head.0.weight") is None
+
+
+def test_round_trip_official_project_official_is_identical(tmp_path, released_file, official_sd):
+    net = load_official_checkpoint(released_file)
+    back = to_official_state_dict(net)
+    assert list(back) == list(official_sd)
+    for key, value in official_sd.items():
+        assert torch.equal(back[key], value), key
+    out = save_official_checkpoint(net, tmp_path / "exported.pt", epoch=5)
+    saved = torch.load(out, weights_only=True)
+    assert set(saved) == {"epoch", "state_dict", "optimizer_state_dict"} and saved["epoch"] == 5
+    assert all(k.startswith("module.") for k in saved["state_dict"])
+    for key, value in official_sd.items():
+        assert torch.equal(saved["state_dict"]["module." + key], value), key
+    with pytest.raises(FileExistsError):
+        save_official_checkpoint(net, out)
+
+
+def test_bare_state_dict_and_given_net(tmp_path, official_sd):
+    path = tmp_path / "bare.pt"
+    torch.save(official_sd, path)
+    net = GenesisUNet(out_activation=None)
+    assert load_official_checkpoint(path, net=net) is net
+    assert torch.equal(net.out.conv.weight, official_sd["out_tr.final_conv.weight"])
+
+
+def test_sha256_checked_before_loading(released_file, monkeypatch):
+    digest = file_sha256(released_file)
+    assert load_official_checkpoint(released_file, sha256=digest.upper()) is not None
+    calls = []
+    monkeypatch.setattr(weights.torch, "load", lambda *a, **k: calls.append(a))
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_official_checkpoint(released_file, sha256="0" * 64)
+    assert calls == []
+
+
+def test_mismatching_keys_and_shapes_are_named(tmp_path, official_sd):
+    renamed = dict(official_sd)
+    renamed["down_tr64.ops.0.conv9.weight"] = renamed.pop("down_tr64.ops.0.conv1.weight")
+    path = tmp_path / "renamed.pt"
+    torch.save(released_checkpoint(renamed), path)
+    with pytest.raises(ValueError, match=r"down_tr64\.ops\.0\.conv9\.weight") as err:
+        load_official_checkpoint(path)
+    assert "down_tr64.ops.0.conv1.weight" in str(err.value)
+    path = tmp_path / "ok.pt"
+    torch.save(released_checkpoint(official_sd), path)
+    with pytest.raises(ValueError, match=r"out_tr\.final_conv\.weight: \(1, 64, 1, 1, 1\) in file, \(2, 64, 1, 1, 1\)"):
+        load_official_checkpoint(path, net=GenesisUNet(out_channels=2))
+
+
+def test_non_checkpoint_files_are_refused(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_official_checkpoint(text)
+    number = tmp_path / "number.pt"
+    torch.save(5, number)
+    with pytest.raises(ValueError, match="state dict"):
+        load_official_checkpoint(number)
+    with pytest.raises(FileNotFoundError):
+        load_official_checkpoint(tmp_path / "absent.pt")
+
+
+class _Payload:
+    """Unpickling this object would create a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("writer", ["torch", "pickle"])
+def test_malicious_pickle_is_refused_and_not_run(tmp_path, writer):
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "evil.pt"
+    obj = {"state_dict": {"module.x": torch.zeros(1)}, "hook": _Payload(marker)}
+    if writer == "torch":
+        torch.save(obj, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_official_checkpoint(path)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_pretrained(GenesisUNet(features=2), path)
+    assert not marker.exists()
+
+
+def test_load_pretrained_unet_into_classifier_reports_and_logs(caplog):
+    source = GenesisUNet(features=2)
+    checkpoint = {"module." + k: v for k, v in source.state_dict().items()}
+    clf = GenesisClassifier(num_classes=2, features=2)
+    with caplog.at_level(logging.INFO, logger="monai_genesis.weights"):
+        report = load_pretrained(clf, checkpoint)
+    encoder_keys = [k for k in clf.state_dict() if k.startswith("encoder.")]
+    assert report.loaded == encoder_keys and report.num_loaded == 56
+    assert report.missing == ["head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias"]
+    assert len(report.skipped) == 106 - 56
+    assert report.skipped["up3.upsample.conv.weight"] == "no tensor of this name in the network"
+    assert torch.equal(clf.encoder.down1[0].conv.weight, source.encoder.down1[0].conv.weight)
+    text = str(report)
+    assert "GenesisClassifier: loaded 56 of 60 tensors from state dict" in text
+    assert "not loaded head.0.weight" in text
+    assert text in caplog.text
+    # the caller's checkpoint keeps its keys
+    assert all(k.startswith("module.") for k in checkpoint)
+
+
+def test_load_pretrained_released_file_into_classifier(released_file, official_sd):
+    clf = GenesisClassifier()
+    report = load_pretrained(clf, released_file)
+    assert report.num_loaded == 56 and report.source == str(released_file)
+    assert torch.equal(clf.encoder.bottleneck[1].adn.N.running_var, official_sd["down_tr512.ops.1.bn1.running_var"])
+
+
+@pytest.mark.parametrize("container", ["model", "network", "state_dict"])
+def test_load_pretrained_understands_checkpoint_dicts(tmp_path, container):
+    source = GenesisUNet(features=2, out_channels=2)
+    path = tmp_path / "ckpt.pt"
+    torch.save({container: source.state_dict(), "optimizer": {"state": {}, "param_groups": []}, "epoch": 3}, path)
+    target = GenesisUNet(features=2, out_channels=1, out_activation=None)
+    report = load_pretrained(target, path)
+    assert report.num_loaded == 104
+    assert report.missing == ["out.conv.weight", "out.conv.bias"]
+    assert report.skipped["out.conv.weight"] == "shape (2, 4, 1, 1, 1) in checkpoint, (1, 4, 1, 1, 1) in network"
+    with pytest.raises(ValueError, match="strict loading failed"):
+        load_pretrained(GenesisUNet(features=2), path, strict=True)
+
+
+def test_load_pretrained_prefix_map():
+    wrapped = NetWithActivation(GenesisUNet(features=2, out_activation=None), "sigmoid")
+    bare = GenesisUNet(features=2)
+    with pytest.raises(ValueError, match="only 0 tensor"):
+        load_pretrained(bare, wrapped.state_dict())
+    report = load_pretrained(bare, wrapped.state_dict(), prefix_map={"net.": ""})
+    assert report.num_loaded == 106 and not report.skipped and not report.missing
+    assert torch.equal(bare.up1.convs[1].conv.weight, wrapped.net.up1.convs[1].conv.weight)
+
+
+def test_load_pretrained_fails_loudly_when_too_little_loads():
+    unet = GenesisUNet(features=2)
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    other = GenesisUNet(features=4).state_dict()
+    # a checkpoint of another width: only the scalar counters and the 1-channel output bias fit
+    with pytest.raises(ValueError, match=r"only 1 tensor\(s\) of state dict match GenesisUNet .*min_loaded=10"):
+        load_pretrained(unet, other, min_loaded=10)
+    with pytest.raises(ValueError, match="only 0 tensor"):
+        load_pretrained(unet, {"fc.weight": torch.zeros(2, 2)})
+    for k, v in unet.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert load_pretrained(unet, {"fc.weight": torch.zeros(2, 2)}, min_loaded=0).num_loaded == 0
+
+
+def test_extract_state_dict_rejects_unknown_layouts():
+    with pytest.raises(ValueError, match="top-level keys"):
+        extract_state_dict({"weights": [1, 2], "epoch": 1})
+    with pytest.raises(ValueError, match="got list"):
+        extract_state_dict([torch.zeros(1)])
