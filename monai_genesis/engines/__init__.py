@@ -1,0 +1,5 @@
+"""Engine helpers: batch preparation that corrupts on the training device."""
+
+from .prepare_batch import GenesisPrepareBatch
+
+__all__ = ["GenesisPrepareBatch"]

@@ -1,0 +1,71 @@
+"""A ``prepare_batch`` that applies the Genesis corruption to a whole batch on the engine's device."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai.engines.utils import PrepareBatch
+from monai.transforms import Randomizable
+
+from monai_genesis.transforms import RandGenesisCorruption
+
+__all__ = ["GenesisPrepareBatch"]
+
+
+class GenesisPrepareBatch(PrepareBatch, Randomizable):
+    """Move a batch of clean images to the engine's device and corrupt every sample there in one pass.
+
+    With it the data loader only loads and crops; the corruption (the same code as
+    :py:class:`monai_genesis.transforms.RandGenesisCorruption`, vectorised over the batch) runs where the network
+    runs. Returns ``(corrupted, target)`` as ``SupervisedTrainer`` and ``SupervisedEvaluator`` expect.
+
+    Without ``seed``, the random state is seeded from torch's global generator when the object is made, so
+    ``monai.utils.set_determinism`` makes runs repeatable; under DDP give each rank its own seed.
+
+    Args:
+        corruption: the corruption to apply; None for :py:class:`RandGenesisCorruption` with the paper's rates.
+        image_key: key of the clean images in the batch dictionary.
+        seed: seed of the random state.
+    """
+
+    def __init__(
+        self, corruption: RandGenesisCorruption | None = None, image_key: str = "image", seed: int | None = None
+    ) -> None:
+        self.corruption = RandGenesisCorruption() if corruption is None else corruption
+        self.image_key = image_key
+        self.set_random_state(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.corruption.set_random_state(state=self.R)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        """Parameters are drawn per batch in :py:meth:`__call__`."""
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any] | torch.Tensor,
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Corrupt ``batchdata[image_key]`` (or a tensor batch) on ``device``; returns ``(corrupted, clean)``."""
+        if isinstance(batchdata, Mapping):
+            if self.image_key not in batchdata:
+                raise KeyError(
+                    f"GenesisPrepareBatch: key '{self.image_key}' not in the batch, which has keys {list(batchdata)}; "
+                    "set image_key=."
+                )
+            images = batchdata[self.image_key]
+        else:
+            images = batchdata
+        images = torch.as_tensor(images).to(device=device, non_blocking=non_blocking, **kwargs)
+        if hasattr(images, "as_tensor"):
+            images = images.as_tensor()
+        with torch.no_grad():
+            return self.corruption.corrupt_batch(images)

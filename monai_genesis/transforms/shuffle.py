@@ -1,0 +1,146 @@
+"""Local pixel shuffling of Models Genesis.
+
+``num_blocks`` boxes are drawn per item, each of size uniform in ``[1, max(1, side // 10)]`` per axis and placed
+uniformly where it fits. Each block's voxels are read from the *unmodified* input, randomly permuted and written
+back; blocks overlap and a later block overwrites an earlier one, so shuffling does not accumulate.
+
+All blocks of all items are handled at once: every (block, voxel) pair gets a flat index; sorting the pairs by
+``(block, random key)`` gives an independent uniform permutation inside each block; a scatter of
+``(block number, source)`` with ``amax`` keeps, for every voxel, the source chosen by the last block covering it.
+The cost is a few passes over about 2.5 × 10⁵ pairs per 64×64×32 cube, on the CPU or the GPU. The blocks are drawn
+on the items' device, from a generator seeded by the transform's random state.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["ShuffleParams", "draw_blocks", "local_shuffle", "max_block_size"]
+
+
+@dataclass
+class ShuffleParams:
+    """Block sizes and origins, both ``(n * num_blocks, spatial_dims)`` int32 tensors, items one after the other."""
+
+    sizes: torch.Tensor
+    origins: torch.Tensor
+    num_blocks: int
+
+
+def max_block_size(spatial_shape: Sequence[int], block_fraction: float = 0.1) -> tuple[int, ...]:
+    """The largest block side per axis: ``side // 10`` for the default fraction, at least 1."""
+    return tuple(max(1, int(s * block_fraction)) for s in spatial_shape)
+
+
+def draw_blocks(
+    generator: torch.Generator,
+    n: int,
+    spatial_shape: Sequence[int],
+    num_blocks: int = 10000,
+    block_fraction: float = 0.1,
+    device: torch.device | str = "cpu",
+) -> ShuffleParams:
+    """Draw the shuffled blocks of ``n`` items on ``device``.
+
+    Args:
+        generator: a torch generator on ``device``.
+        n: number of items.
+        spatial_shape: the items' spatial shape.
+        num_blocks: blocks per item.
+        block_fraction: the largest block side as a fraction of the image side.
+        device: where to draw.
+    """
+    m = n * num_blocks
+    sizes = torch.stack(
+        [
+            torch.randint(1, s + 1, (m,), generator=generator, device=device, dtype=torch.int32)
+            for s in max_block_size(spatial_shape, block_fraction)
+        ],
+        dim=1,
+    )
+    room = torch.as_tensor(tuple(spatial_shape), dtype=torch.int32, device=device) - sizes + 1
+    origins = (torch.rand(room.shape, generator=generator, device=device) * room).to(torch.int32)
+    return ShuffleParams(sizes, origins, num_blocks)
+
+
+@functools.lru_cache(maxsize=16)
+def _offset_table(spatial_shape: tuple[int, ...], max_sizes: tuple[int, ...], device: torch.device):
+    """Flat offsets of the voxels of every block shape (concatenated), where each shape starts, and the strides."""
+    strides = np.cumprod((1,) + spatial_shape[:0:-1])[::-1].copy()
+    offsets, starts, pos = [], [], 0
+    for size in np.ndindex(*max_sizes):
+        grids = np.meshgrid(*[np.arange(s + 1) * st for s, st in zip(size, strides)], indexing="ij")
+        offsets.append(np.sum(grids, axis=0).ravel())
+        starts.append(pos)
+        pos += offsets[-1].size
+    shape_strides = np.cumprod((1,) + max_sizes[:0:-1])[::-1].copy()
+    as_int = functools.partial(torch.as_tensor, dtype=torch.int32, device=device)
+    return as_int(np.concatenate(offsets)), as_int(starts), as_int(strides), as_int(shape_strides)
+
+
+def _int_dtype(bits: int) -> torch.dtype:
+    return torch.int32 if bits <= 31 else torch.int64
+
+
+def local_shuffle(
+    items: torch.Tensor, params: ShuffleParams, generator: torch.Generator | None = None, block_fraction: float = 0.1
+) -> torch.Tensor:
+    """Shuffle the blocks ``params`` inside each item of ``items`` (``(n, *spatial)``); returns a new tensor.
+
+    Args:
+        items: the images, one set of blocks per item.
+        params: the blocks from :py:func:`draw_blocks`.
+        generator: draws the permutations inside the blocks.
+        block_fraction: the ``block_fraction`` the blocks were drawn with.
+    """
+    n, spatial = items.shape[0], tuple(items.shape[1:])
+    nb, nvox, device = params.num_blocks, math.prod(spatial), items.device
+    table, table_start, strides, shape_strides = _offset_table(
+        spatial, max_block_size(spatial, block_fraction), device
+    )
+    count = params.sizes.prod(1, dtype=torch.int32)
+    shape_id = ((params.sizes - 1) * shape_strides).sum(1, dtype=torch.int32)
+    origin = (params.origins * strides).sum(1, dtype=torch.int32)
+    start = torch.cumsum(count, 0, dtype=torch.int32) - count
+    total = int(start[-1] + count[-1])
+
+    # target voxel of every (block, voxel) pair, in the item's own flat index
+    local = torch.arange(total, dtype=torch.int32, device=device)
+    local += torch.repeat_interleave(table_start.index_select(0, shape_id) - start, count, output_size=total)
+    dst = torch.repeat_interleave(origin, count, output_size=total) + table.index_select(0, local)
+
+    # a uniform permutation inside every block: sort by (block, random key); at least 16 random bits keep
+    # ties rare in blocks of up to ~100 voxels
+    vox_bits = max(1, (nvox - 1).bit_length())
+    block_bits = max(1, n * nb).bit_length()
+    key_bits = max(vox_bits, 16)
+    kdt = _int_dtype(block_bits + key_bits)
+    block = torch.arange(1, n * nb + 1, dtype=kdt, device=device).bitwise_left_shift_(key_bits)
+    keys = torch.randint(0, 2**key_bits, (total,), dtype=kdt, device=device, generator=generator)
+    keys.bitwise_or_(torch.repeat_interleave(block, count, output_size=total))
+    keys, order = torch.sort(keys)
+    src = dst.index_select(0, order).to(kdt)
+
+    # the last block covering a voxel wins: scatter (block number, source) with amax; a voxel no block
+    # covers keeps (0, itself)
+    if key_bits > vox_bits:
+        keys.bitwise_right_shift_(key_bits - vox_bits)
+    keys.bitwise_and_(-(1 << vox_bits)).bitwise_or_(src)
+    winner = torch.arange(nvox, dtype=kdt, device=device)
+    scatter_index = dst.long()
+    if n > 1:
+        winner = winner.repeat(n)
+        scatter_index += torch.repeat_interleave(
+            torch.arange(0, n * nvox, nvox, device=device), count.reshape(n, nb).sum(1), output_size=total
+        )
+    winner.scatter_reduce_(0, scatter_index, keys, "amax")
+    source = winner.bitwise_and_((1 << vox_bits) - 1)
+    if n > 1:
+        source = source.long().add_(torch.arange(0, n * nvox, nvox, device=device).repeat_interleave(nvox))
+    return items.reshape(-1).index_select(0, source).reshape(items.shape)
