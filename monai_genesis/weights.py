@@ -378,7 +378,7 @@ def load_pretrained(
     names). The report is logged at INFO level. ``checkpoint`` is not modified.
 
     Args:
-        net: the network to load into, in place.
+        net: the network to load into, in place (a (Distributed)DataParallel wrapper is unwrapped).
         checkpoint: path of a checkpoint file, or the loaded checkpoint object.
         prefix_map: checkpoint key prefix -> network key prefix, applied to the longest matching prefix,
             e.g. ``{"net.": ""}`` to load weights of a ``NetWithActivation`` into the bare network.
@@ -390,6 +390,8 @@ def load_pretrained(
     Returns:
         the :py:class:`TransferReport`.
     """
+    if isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        net = net.module
     if isinstance(checkpoint, Mapping):
         source, obj = "state dict", checkpoint
     else:
@@ -416,8 +418,8 @@ def load_pretrained(
     if report.num_learned_loaded < min_loaded:
         raise ValueError(
             f"only {report.num_learned_loaded} tensor(s) of {source} match {type(net).__name__} by name and shape "
-            f"(min_loaded={min_loaded}, num_batches_tracked not counted); checkpoint keys start {list(state_dict)[:3]}, network keys start "
-            f"{list(target)[:3]}. Check that the checkpoint belongs to this architecture and width, or pass "
+            f"(min_loaded={min_loaded}, num_batches_tracked not counted); checkpoint keys start "
+            f"{list(state_dict)[:3]}, network keys start {list(target)[:3]}. Check that the checkpoint belongs to this architecture and width, or pass "
             f"prefix_map={{'<checkpoint prefix>': '<network prefix>'}}.\n{report}"
         )
     net.load_state_dict(to_load, strict=False)

@@ -205,3 +205,11 @@ def test_extract_state_dict_rejects_unknown_layouts():
         extract_state_dict({"weights": [1, 2], "epoch": 1})
     with pytest.raises(ValueError, match="got list"):
         extract_state_dict([torch.zeros(1)])
+
+
+def test_load_pretrained_into_data_parallel_network():
+    source = GenesisUNet(features=2)
+    target = torch.nn.DataParallel(GenesisUNet(features=2))
+    report = load_pretrained(target, source.state_dict(), strict=True)
+    assert report.num_loaded == 106 and report.network == "GenesisUNet"
+    assert torch.equal(target.module.out.conv.weight, source.out.conv.weight)

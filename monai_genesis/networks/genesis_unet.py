@@ -37,7 +37,9 @@ def _conv_block(spatial_dims: int, in_channels: int, out_channels: int, norm: st
     )
 
 
-def _level(spatial_dims: int, in_channels: int, mid_channels: int, out_channels: int, norm: str | tuple) -> nn.Sequential:
+def _level(
+    spatial_dims: int, in_channels: int, mid_channels: int, out_channels: int, norm: str | tuple
+) -> nn.Sequential:
     """Two convolution blocks, ``in -> mid -> out`` channels."""
     return nn.Sequential(
         _conv_block(spatial_dims, in_channels, mid_channels, norm),

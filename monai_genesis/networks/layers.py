@@ -41,7 +41,9 @@ class GenesisBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 3 or input.dim() > 5:
-            raise ValueError(f"GenesisBatchNorm expects a (B, C, *spatial) input with 1 to 3 spatial dims, got {input.dim()}D.")
+            raise ValueError(
+                f"GenesisBatchNorm expects a (B, C, *spatial) input with 1 to 3 spatial dims, got {input.dim()}D."
+            )
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Normalise ``input`` with its batch statistics and update the running statistics."""

@@ -55,7 +55,8 @@ def reference_forward(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Ten
         mean = t.mean(dim=(0, 2, 3, 4), keepdim=True)
         var = t.var(dim=(0, 2, 3, 4), unbiased=False, keepdim=True)
         shape = (1, -1, 1, 1, 1)
-        t = (t - mean) / torch.sqrt(var + 1e-5) * sd[prefix + "bn1.weight"].view(shape) + sd[prefix + "bn1.bias"].view(shape)
+        t = (t - mean) / torch.sqrt(var + 1e-5)
+        t = t * sd[prefix + "bn1.weight"].view(shape) + sd[prefix + "bn1.bias"].view(shape)
         return torch.relu(t)
 
     def level(name: str, t: torch.Tensor) -> torch.Tensor:
