@@ -199,7 +199,8 @@ def load_official_checkpoint(path: PathLike, net: nn.Module | None = None, sha25
     The file is read with ``torch.load(weights_only=True)`` (nothing in it is executed) after the optional
     SHA-256 check; it may be the released dict ``{"epoch", "state_dict", "optimizer_state_dict"}`` whose keys
     carry ``module.``, or a bare state dict of the authors' network. Every key is mapped onto ``GenesisUNet``
-    and all must match in name and shape.
+    and all must match in name and shape. In float32 the outputs equal those of the authors' network to about
+    1e-5; on GPUs where cuDNN uses TF32 (PyTorch's default) they differ by about 1e-3.
 
     Args:
         path: the checkpoint file.

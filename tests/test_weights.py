@@ -212,4 +212,4 @@ def test_load_pretrained_into_data_parallel_network():
     target = torch.nn.DataParallel(GenesisUNet(features=2))
     report = load_pretrained(target, source.state_dict(), strict=True)
     assert report.num_loaded == 106 and report.network == "GenesisUNet"
-    assert torch.equal(target.module.out.conv.weight, source.out.conv.weight)
+    assert torch.equal(target.module.out.conv.weight.cpu(), source.out.conv.weight)
