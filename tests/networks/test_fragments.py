@@ -2,6 +2,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from monai_genesis.engines import GenesisPrepareBatch
 from monai_genesis.networks import GenesisClassifier
 from monai_genesis.weights import load_pretrained
 
@@ -40,17 +41,17 @@ def build(repo_root, name, out_channels, out_activation):
 
 
 def pretrain(net, shape, steps=2, seed=0):
-    """Genesis-style restoration: corrupted cube in, clean cube as target, MSE, SGD."""
-    g = torch.Generator().manual_seed(seed)
-    clean = torch.rand(1, 1, *shape, generator=g)
-    corrupted = (clean + 0.2 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+    """Genesis restoration: cube corrupted by GenesisPrepareBatch in, clean (possibly flipped) cube as target, MSE."""
+    clean = torch.rand(1, 1, *shape, generator=torch.Generator().manual_seed(seed))
+    corrupted, target = GenesisPrepareBatch(seed=seed)({"image": clean}, torch.device("cpu"), False)
+    assert not torch.equal(corrupted, target)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     net.train()
     losses = []
     for _ in range(steps):
         optimizer.zero_grad()
         out = net(corrupted)
-        loss = torch.nn.functional.mse_loss(out, clean)
+        loss = torch.nn.functional.mse_loss(out, target)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
