@@ -1,11 +1,12 @@
 """Data for Genesis bundles: synthetic phantoms, dataset discovery and checks, readers, cube sampling, intensity."""
 
-from monai_genesis.data.cubes import FixedCubeSamplesd, RandCubeSamplesd
+from monai_genesis.data.cubes import CubeDataset, FixedCubeSamplesd, RandCubeSamplesd
 from monai_genesis.data.datalists import (
     classification_datalist,
     pretrain_datalist,
     segmentation_datalist,
     split_datalist,
+    volume_datalist,
 )
 from monai_genesis.data.discovery import VOLUME_SUFFIXES, check_datalist, find_volumes, read_spatial_shape
 from monai_genesis.data.intensity import (

@@ -4,7 +4,7 @@ intensity range (the Genesis Chest CT recipe keeps lung-rich cubes)."""
 from __future__ import annotations
 
 import zlib
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, SpatialCrop
 from monai.transforms.traits import MultiSampleTrait
 
-__all__ = ["RandCubeSamplesd", "FixedCubeSamplesd"]
+__all__ = ["RandCubeSamplesd", "FixedCubeSamplesd", "CubeDataset"]
 
 
 class RandCubeSamplesd(Randomizable, MapTransform, MultiSampleTrait):
@@ -122,7 +122,8 @@ class RandCubeSamplesd(Randomizable, MapTransform, MultiSampleTrait):
             crop = SpatialCrop(roi_start=start, roi_end=[s + c for s, c in zip(start, self.cube_size)])
             sample = dict(d)
             for key in keys:
-                sample[key] = crop(d[key])
+                # a copy, so that in-place corruption of a cube never reaches a cached volume
+                sample[key] = crop(d[key]).clone()
             samples.append(sample)
         return samples
 
@@ -151,3 +152,37 @@ class FixedCubeSamplesd(MapTransform, MultiSampleTrait):
             name = str(data[keys[0]].meta.get("filename_or_obj", ""))
         self.sampler.set_random_state(seed=(self.seed + zlib.crc32(name.encode())) % (2**32))
         return self.sampler(data)
+
+
+class CubeDataset(torch.utils.data.Dataset):
+    """Serve ``cubes_per_volume`` cubes of every volume per epoch, each drawn afresh when it is read.
+
+    With the volumes in a ``CacheDataset`` (loaded and scaled once) and a shuffling loader, every epoch
+    sees new cube positions, mixed across volumes, as in the Genesis recipe.
+
+    Args:
+        volumes: dataset of dictionaries holding whole volumes (e.g. a ``monai.data.CacheDataset``).
+        cube_sampler: callable returning a list of cube dictionaries for one volume (e.g.
+            ``RandCubeSamplesd(num_samples=1)``); the first one is served.
+        cubes_per_volume: cubes per volume and epoch (the paper's "scale").
+        transform: optional transform applied to each cube (e.g. the per-sample corruption).
+    """
+
+    def __init__(
+        self, volumes: Sequence, cube_sampler: Callable, cubes_per_volume: int = 32, transform: Callable | None = None
+    ) -> None:
+        if cubes_per_volume < 1:
+            raise ValueError(f"cubes_per_volume must be at least 1, got {cubes_per_volume}.")
+        self.volumes = volumes
+        self.cube_sampler = cube_sampler
+        self.cubes_per_volume = int(cubes_per_volume)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.volumes) * self.cubes_per_volume
+
+    def __getitem__(self, index: int):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} cubes.")
+        cube = self.cube_sampler(self.volumes[(index % len(self)) // self.cubes_per_volume])[0]
+        return self.transform(cube) if self.transform is not None else cube

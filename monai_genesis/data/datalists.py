@@ -13,7 +13,13 @@ from monai_genesis.data.discovery import check_datalist, find_volumes
 from monai_genesis.data.medmnist import load_medmnist
 from monai_genesis.data.phantoms import write_ct_phantoms, write_nodule_patch_phantoms
 
-__all__ = ["split_datalist", "pretrain_datalist", "segmentation_datalist", "classification_datalist"]
+__all__ = [
+    "split_datalist",
+    "pretrain_datalist",
+    "volume_datalist",
+    "segmentation_datalist",
+    "classification_datalist",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +120,44 @@ def pretrain_datalist(
     return parts
 
 
+def volume_datalist(
+    dataset_dir: str | None,
+    output_dir: str,
+    datalist: str | None = None,
+    data_key: str = "test",
+    seed: int = 0,
+    num_phantoms: int = 8,
+    phantom_shape: Sequence[int] = (96, 96, 64),
+) -> list[dict]:
+    """All volumes to run inference on, checked to be readable.
+
+    Args:
+        dataset_dir: folder of NIfTI/NRRD/MHA files or DICOM series folders (all are used).
+            Empty or ``None`` (and no ``datalist``): the synthetic CT phantoms under ``output_dir/phantoms``.
+        output_dir: the bundle's output folder (for the phantoms).
+        datalist: optional JSON datalist; its ``data_key`` list is used (entries are paths or ``{"image": path}``).
+        data_key: the list of ``datalist`` to use.
+        seed: seed of the phantoms.
+        num_phantoms: number of phantoms when no data is named.
+        phantom_shape: size of each phantom.
+
+    Returns:
+        ``[{"image": path}, ...]``.
+    """
+    if _named(datalist):
+        if not os.path.isfile(str(datalist)):
+            raise ValueError(f"datalist {datalist} does not exist; pass the path of a JSON datalist file.")
+        base_dir = dataset_dir if _named(dataset_dir) else os.path.dirname(os.path.abspath(str(datalist)))
+        items = [{"image": i["image"]} for i in load_decathlon_datalist(str(datalist), True, data_key, base_dir)]
+    elif _named(dataset_dir):
+        items = [{"image": path} for path in find_volumes(str(dataset_dir))]
+    else:
+        phantom_dir = os.path.join(output_dir, "phantoms")
+        items = write_ct_phantoms(phantom_dir, num_phantoms, phantom_shape, seed=seed, with_labels=False)
+        logger.info(f"no dataset_dir given: running on {num_phantoms} synthetic CT phantoms in {phantom_dir}.")
+    return check_datalist(items, label_key=None)
+
+
 def segmentation_datalist(
     datalist: str | None,
     output_dir: str,
@@ -157,6 +201,8 @@ def segmentation_datalist(
     if not parts["test"]:
         parts["test"] = parts["validation"]
     for name in ("training", "validation"):
+        if not parts[name]:
+            raise ValueError(f"the segmentation datalist has no {name} entries.")
         if any("label" not in item for item in parts[name]):
             raise ValueError(f"every {name} entry of the segmentation datalist needs a 'label' path.")
         check_datalist(parts[name], label_key="label")

@@ -1,0 +1,100 @@
+"""Checkpoint helpers of the bundles: finding the state to resume from, and a score for lower-is-better metrics."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from collections.abc import Mapping
+
+from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.utils import IgniteInfo, min_version, optional_import
+
+Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["RESUME_PREFIX", "latest_checkpoint", "negative_key_metric", "ResumeHandler"]
+
+logger = logging.getLogger(__name__)
+
+# file prefix of the per-epoch training state written by the pretraining bundle's CheckpointSaver
+RESUME_PREFIX = "resume"
+
+
+def latest_checkpoint(ckpt_dir: str, required: bool = True, prefix: str = RESUME_PREFIX) -> str | None:
+    """Path of the newest per-epoch checkpoint ``{prefix}_checkpoint_epoch=N.pt`` in ``ckpt_dir`` (largest N).
+
+    Args:
+        ckpt_dir: folder of the checkpoints.
+        required: raise when there is none; otherwise return None.
+        prefix: the ``file_prefix`` the checkpoints were saved with.
+
+    Raises:
+        ValueError: when ``required`` and no checkpoint exists.
+    """
+    pattern = re.compile(rf"^{re.escape(prefix)}_checkpoint_epoch=(\d+)\.pt$")
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(ckpt_dir), f"{prefix}_checkpoint_epoch=*.pt")):
+        match = pattern.match(os.path.basename(path))
+        if match:
+            found.append((int(match.group(1)), path))
+    if found:
+        return max(found)[1]
+    if required:
+        raise ValueError(
+            f"nothing to resume from: no {prefix}_checkpoint_epoch=N.pt in {ckpt_dir}. Run without --resume to "
+            "start a new training, or point --ckpt_dir at the folder of the run to continue."
+        )
+    return None
+
+
+def negative_key_metric(engine) -> float:
+    """Score for ``EarlyStopHandler`` when the key metric is an error to minimise (e.g. validation MSE)."""
+    return -float(engine.state.metrics[engine.state.key_metric_name])
+
+
+class ResumeHandler:
+    """Save the whole training state after every epoch and, with ``resume=True``, continue from the latest one.
+
+    The state is ``save_dict`` (network, optimizer, scheduler, ...) plus the trainer this handler is
+    attached to (epoch and iteration), written as ``{prefix}_checkpoint_epoch=N.pt`` in ``ckpt_dir``
+    (only the newest is kept). A run stopped at any point therefore loses at most one epoch. Put this
+    handler first in the trainer's handlers, so the state is restored before the others start.
+
+    Args:
+        ckpt_dir: folder of the checkpoints.
+        save_dict: the objects to save and restore besides the trainer, e.g.
+            ``{"model": net, "optimizer": opt, "lr_scheduler": sched}``.
+        resume: restore the latest checkpoint of ``ckpt_dir`` when training starts; checked when the
+            handler is made, so a missing checkpoint fails before any data is read. The strings
+            ``"true"``/``"false"`` (as given on the command line) are understood.
+        map_location: device to load the checkpoint tensors to.
+        prefix: file prefix of the checkpoints.
+    """
+
+    def __init__(
+        self,
+        ckpt_dir: str,
+        save_dict: Mapping,
+        resume: bool | str = False,
+        map_location=None,
+        prefix: str = RESUME_PREFIX,
+    ) -> None:
+        if "trainer" in save_dict:
+            raise ValueError("save_dict must not hold 'trainer': the engine this handler is attached to is added.")
+        self.ckpt_dir = ckpt_dir
+        self.save_dict = dict(save_dict)
+        self.prefix = prefix
+        self.map_location = map_location
+        if isinstance(resume, str):
+            resume = resume.strip().lower() == "true"
+        self.load_path = latest_checkpoint(ckpt_dir, required=True, prefix=prefix) if resume else None
+
+    def attach(self, engine: Engine) -> None:
+        objects = {**self.save_dict, "trainer": engine}
+        if self.load_path is not None:
+            logger.info(f"resuming training from {self.load_path}")
+            CheckpointLoader(load_path=self.load_path, load_dict=objects, map_location=self.map_location).attach(engine)
+        CheckpointSaver(
+            save_dir=self.ckpt_dir, save_dict=objects, file_prefix=self.prefix, save_interval=1, n_saved=1
+        ).attach(engine)

@@ -1,0 +1,96 @@
+"""Loading pretrained Genesis weights into a fine-tuning network, with the full / frozen_encoder / scratch modes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["FINETUNE_MODES", "PretrainedLoader"]
+
+FINETUNE_MODES = ("full", "frozen_encoder", "scratch")
+
+logger = logging.getLogger(__name__)
+
+
+def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside (Distributed)DataParallel, whose parameter names carry no ``module.`` prefix."""
+    return network.module if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else network
+
+
+class PretrainedLoader:
+    """Load pretrained weights into the network when training starts, through ``monai_genesis.weights.load_pretrained``.
+
+    The path and the mode are checked when the handler is made (when the bundle's config is parsed), so a
+    wrong path fails before any data is read. The transfer report is logged and kept as ``self.report``;
+    loading fewer than ``min_loaded`` tensors is an error, never a silent training from scratch.
+
+    Args:
+        network: the network being fine-tuned.
+        pretrained: checkpoint from ``genesis_pretrain`` (``models/model.pt``) or a released Genesis file;
+            may be empty only with ``finetune="scratch"``.
+        finetune: ``"full"`` trains every weight; ``"frozen_encoder"`` loads, then freezes the parameters whose
+            names start with ``encoder_prefix``; ``"scratch"`` loads nothing.
+        encoder_prefix: name prefix of the encoder's parameters (``"encoder."`` in Genesis networks).
+        prefix_map: checkpoint-to-network key prefix renaming, passed to ``load_pretrained``.
+        min_loaded: fewest tensors that must load.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        pretrained: str | None = None,
+        finetune: str = "full",
+        encoder_prefix: str = "encoder.",
+        prefix_map: Mapping[str, str] | None = None,
+        min_loaded: int = 1,
+    ) -> None:
+        if finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {finetune!r}.")
+        pretrained = str(pretrained) if pretrained else ""
+        if finetune == "scratch" and pretrained:
+            raise ValueError(
+                f"finetune='scratch' but pretrained={pretrained!r} is given; use --finetune full (or frozen_encoder) "
+                "to load it, or --pretrained '' to train from scratch."
+            )
+        if finetune != "scratch":
+            if not pretrained:
+                raise ValueError(f"finetune={finetune!r} needs a checkpoint: pass --pretrained PATH, or --finetune scratch.")
+            if not os.path.isfile(pretrained):
+                raise ValueError(f"pretrained checkpoint {pretrained} does not exist; pass the path of a model.pt file.")
+        self.network = network
+        self.pretrained = pretrained
+        self.finetune = finetune
+        self.encoder_prefix = encoder_prefix
+        self.prefix_map = prefix_map
+        self.min_loaded = int(min_loaded)
+        self.report = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        from monai_genesis.weights import load_pretrained
+
+        if self.finetune == "scratch" or self.report is not None:
+            return
+        net = _unwrap(self.network)
+        self.report = load_pretrained(net, self.pretrained, prefix_map=self.prefix_map, min_loaded=self.min_loaded)
+        logger.info(f"fine-tuning ({self.finetune}) from {self.pretrained}: {self.report.num_loaded} tensors loaded.")
+        if self.finetune == "frozen_encoder":
+            frozen = [name for name, p in net.named_parameters() if name.startswith(self.encoder_prefix)]
+            if not frozen:
+                raise ValueError(
+                    f"finetune='frozen_encoder': no parameter of {type(net).__name__} starts with "
+                    f"{self.encoder_prefix!r}; set encoder_prefix to its encoder's name prefix."
+                )
+            for name, p in net.named_parameters():
+                if name.startswith(self.encoder_prefix):
+                    p.requires_grad_(False)
+            logger.info(f"froze {len(frozen)} encoder parameter tensors ({self.encoder_prefix}*).")
