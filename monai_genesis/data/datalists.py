@@ -128,6 +128,7 @@ def volume_datalist(
     seed: int = 0,
     num_phantoms: int = 8,
     phantom_shape: Sequence[int] = (96, 96, 64),
+    phantom_labels: bool = False,
 ) -> list[dict]:
     """All volumes to run inference on, checked to be readable.
 
@@ -140,6 +141,8 @@ def volume_datalist(
         seed: seed of the phantoms.
         num_phantoms: number of phantoms when no data is named.
         phantom_shape: size of each phantom.
+        phantom_labels: write the phantoms' label maps too (as the segmentation bundle's training does,
+            so that both reuse the same files).
 
     Returns:
         ``[{"image": path}, ...]``.
@@ -153,7 +156,8 @@ def volume_datalist(
         items = [{"image": path} for path in find_volumes(str(dataset_dir))]
     else:
         phantom_dir = os.path.join(output_dir, "phantoms")
-        items = write_ct_phantoms(phantom_dir, num_phantoms, phantom_shape, seed=seed, with_labels=False)
+        phantoms = write_ct_phantoms(phantom_dir, num_phantoms, phantom_shape, seed=seed, with_labels=phantom_labels)
+        items = [{"image": item["image"]} for item in phantoms]
         logger.info(f"no dataset_dir given: running on {num_phantoms} synthetic CT phantoms in {phantom_dir}.")
     return check_datalist(items, label_key=None)
 
