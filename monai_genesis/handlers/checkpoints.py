@@ -12,6 +12,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["RESUME_PREFIX", "latest_checkpoint", "negative_key_metric", "ResumeHandler"]
 
@@ -89,12 +90,20 @@ class ResumeHandler:
         if isinstance(resume, str):
             resume = resume.strip().lower() == "true"
         self.load_path = latest_checkpoint(ckpt_dir, required=True, prefix=prefix) if resume else None
+        self._saver: CheckpointSaver | None = None
 
     def attach(self, engine: Engine) -> None:
         objects = {**self.save_dict, "trainer": engine}
         if self.load_path is not None:
             logger.info(f"resuming training from {self.load_path}")
             CheckpointLoader(load_path=self.load_path, load_dict=objects, map_location=self.map_location).attach(engine)
-        CheckpointSaver(
+        self._saver = CheckpointSaver(
             save_dir=self.ckpt_dir, save_dict=objects, file_prefix=self.prefix, save_interval=1, n_saved=1
-        ).attach(engine)
+        )
+        # attached when training starts, so it saves after every other end-of-epoch handler (scheduler step, validation)
+        engine.add_event_handler(Events.STARTED, self._attach_saver)
+
+    def _attach_saver(self, engine: Engine) -> None:
+        if self._saver is not None:
+            self._saver.attach(engine)
+            self._saver = None

@@ -1,0 +1,162 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Events
+
+from tests.bundles.workflows import QUICK, REPO, TINY, config, make_workflow, root_cause, run_workflow
+
+BUNDLE = "genesis_pretrain"
+
+
+def test_train_leaves_models_logs_and_png(pretrain_run):
+    root, workflow = pretrain_run
+    models = sorted(os.listdir(root / "models"))
+    assert models == ["model.pt", "model_final.pt", "resume_checkpoint_epoch=2.pt"]
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(root / "eval" / "runs"))
+    png = root / "eval" / "restorations.png"
+    assert png.stat().st_size > 0 and png.read_bytes()[:4] == b"\x89PNG"
+    assert workflow.trainer.state.epoch == 2
+    evaluator = workflow.evaluator
+    assert np.isfinite(evaluator.state.metrics["val_mse"]) and evaluator.state.best_metric_epoch >= 1
+    state = torch.load(root / "models" / "model.pt", weights_only=True)
+    assert "out.conv.weight" in state and state["out.conv.weight"].shape[0] == 1
+    # the phantoms were written under the bundle's output folder
+    assert len([n for n in os.listdir(root / "eval" / "phantoms") if n.endswith(".nii.gz")]) == 3
+
+
+def test_validation_is_repeatable_across_epochs(pretrain_run):
+    _, workflow = pretrain_run
+    evaluator = workflow.evaluator
+    first = evaluator.state.metrics["val_mse"]
+    evaluator.run(global_epoch=3)
+    assert evaluator.state.metrics["val_mse"] == pytest.approx(first, rel=1e-6)
+
+
+def test_per_sample_corruption_path(tmp_path):
+    workflow = run_workflow(BUNDLE, "train", tmp_path, epochs=1, corrupt_on_device=False)
+    corruption = workflow.parser.get_parsed_content("train#preprocessing").transforms
+    assert [type(t).__name__ for t in corruption] == ["RandGenesisCorruptiond"]
+    assert workflow.trainer.prepare_batch.__name__ == "default_prepare_batch"
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_evaluate_writes_metrics_and_png(pretrain_run, tmp_path):
+    root, _ = pretrain_run
+    workflow = run_workflow(BUNDLE, "evaluate", root, output_dir=str(tmp_path))
+    raw = (tmp_path / "val_mse_raw.csv").read_text().splitlines()
+    assert raw[0].startswith("filename") and len(raw) == 1 + TINY[BUNDLE]["val_cubes_per_volume"]
+    assert (tmp_path / "evaluation_restorations.png").is_file()
+    assert workflow.evaluator.state.metrics["val_mse"] > 0
+
+
+def test_inference_restores_in_input_geometry(pretrain_run, tmp_path):
+    root, _ = pretrain_run
+    run_workflow(BUNDLE, "inference", root, output_dir=str(tmp_path))
+    restored = sorted(os.listdir(tmp_path / "restored"))
+    assert restored == [f"phantom_00{i}_restored.nii.gz" for i in range(3)]
+    source = nib.load(tmp_path / "phantoms" / "phantom_001.nii.gz")
+    out = nib.load(tmp_path / "restored" / "phantom_001_restored.nii.gz")
+    assert out.shape[:3] == source.shape
+    np.testing.assert_allclose(out.affine, source.affine, atol=1e-5)
+    values = out.get_fdata()
+    assert 0.0 <= values.min() and values.max() <= 1.0
+
+
+def test_resume_continues_at_the_saved_epoch(pretrain_run, tmp_path):
+    root, _ = pretrain_run
+    (tmp_path / "models").mkdir()
+    saved = root / "models" / "resume_checkpoint_epoch=2.pt"
+    (tmp_path / "models" / saved.name).write_bytes(saved.read_bytes())
+    workflow = make_workflow(BUNDLE, "train", tmp_path, epochs=3, resume="true")
+    trainer, optimizer = workflow.trainer, workflow.parser.get_parsed_content("optimizer")
+    started, epochs = {}, []
+    trainer.add_event_handler(Events.STARTED, lambda e: started.update(epoch=e.state.epoch, opt=len(optimizer.state)))
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
+    workflow.run()
+    assert started == {"epoch": 2, "opt": len(list(workflow.parser.get_parsed_content("network").parameters()))}
+    assert epochs == [3]
+    assert workflow.parser.get_parsed_content("lr_scheduler").last_epoch == 3
+    assert (tmp_path / "models" / "resume_checkpoint_epoch=3.pt").is_file()
+
+
+def test_resume_without_checkpoint_errors(tmp_path):
+    workflow = make_workflow(BUNDLE, "train", tmp_path, resume=True)
+    with pytest.raises(RuntimeError) as error:
+        workflow.trainer
+    assert "nothing to resume from" in str(root_cause(error.value))
+
+
+def test_killed_run_resumes(tmp_path):
+    args = [f"--{key}={json.dumps(value).replace(' ', '')}" for key, value in TINY[BUNDLE].items()]
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", f"['{config(BUNDLE, 'train')}','{QUICK}']",
+        "--bundle_root", str(tmp_path), "--epochs", "100", *args,
+    ]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list((tmp_path / "models").glob("resume_checkpoint_epoch=*.pt")) and time.time() < deadline:
+            assert proc.poll() is None, "the training stopped before saving its first epoch"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = max(int(p.stem.split("=")[1]) for p in (tmp_path / "models").glob("resume_checkpoint_epoch=*.pt"))
+    workflow = make_workflow(BUNDLE, "train", tmp_path, epochs=saved + 1, resume=True)
+    epochs = []
+    workflow.trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
+    workflow.run()
+    assert epochs == [saved + 1]
+
+
+def test_missing_dataset_dir_errors_before_training(tmp_path):
+    workflow = make_workflow(BUNDLE, "train", tmp_path, dataset_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(RuntimeError) as error:
+        workflow.trainer
+    assert "is not a folder" in str(root_cause(error.value))
+    (tmp_path / "empty").mkdir()
+    workflow = make_workflow(BUNDLE, "train", tmp_path, dataset_dir=str(tmp_path / "empty"))
+    with pytest.raises(RuntimeError) as error:
+        workflow.trainer
+    assert "holds no volume" in str(root_cause(error.value))
+
+
+def test_unreadable_volume_is_named(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 24), np.int16), np.eye(4)), str(data / "good.nii.gz"))
+    (data / "broken.nii.gz").write_bytes(b"truncated")
+    workflow = make_workflow(BUNDLE, "train", tmp_path / "run", dataset_dir=str(data))
+    with pytest.raises(RuntimeError) as error:
+        workflow.trainer
+    assert "broken.nii.gz" in str(root_cause(error.value))
+
+
+def test_small_volume_is_padded(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, shape in enumerate([(10, 12, 8), (40, 36, 20), (24, 24, 24)]):
+        array = np.random.default_rng(i).integers(-1000, 1000, shape).astype(np.int16)
+        nib.save(nib.Nifti1Image(array, np.eye(4)), str(data / f"v{i}.nii.gz"))
+    workflow = run_workflow(BUNDLE, "train", tmp_path / "run", dataset_dir=str(data), epochs=1)
+    cube = workflow.parser.get_parsed_content("train#dataset")[0]["image"]
+    assert tuple(cube.shape) == (1, 16, 16, 16)
+    assert not (tmp_path / "run" / "eval" / "phantoms").exists()
+
+
+def test_mri_fragment_switches_intensity(tmp_path):
+    workflow = make_workflow(BUNDLE, "train", tmp_path, intensity="mri")
+    transforms = workflow.parser.get_parsed_content("train#deterministic_transforms")
+    assert "ForegroundPercentileWindowd" in [type(t).__name__ for t in transforms]
+    from monai.bundle import ConfigParser
+
+    assert ConfigParser.load_config_file(str(REPO / "configs" / "mri.json"))["intensity"] == "mri"
