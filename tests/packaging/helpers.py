@@ -7,7 +7,8 @@ import sys
 
 def run_cli(args, cwd=None, check=True):
     """Run ``python ARGS`` in a subprocess that reaches 127.0.0.1 without any proxy; returns the completed process."""
-    env = dict(os.environ, NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", PYTHONWARNINGS="ignore",
+               OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
