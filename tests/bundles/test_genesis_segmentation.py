@@ -1,0 +1,101 @@
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from tests.bundles.workflows import make_workflow, root_cause, run_workflow
+
+BUNDLE = "genesis_segmentation"
+
+
+def test_train_saves_best_and_final(segmentation_run):
+    root, workflow = segmentation_run
+    assert {"model.pt", "model_final.pt"} <= set(os.listdir(root / "models"))
+    assert 0.0 <= workflow.evaluator.state.metrics["val_mean_dice"] <= 1.0
+    state = torch.load(root / "models" / "model.pt", weights_only=True)
+    assert state["out.conv.weight"].shape[0] == 3
+
+
+def test_evaluate_writes_per_case_dice(segmentation_run, tmp_path):
+    root, _ = segmentation_run
+    run_workflow(BUNDLE, "evaluate", root, output_dir=str(tmp_path))
+    rows = (tmp_path / "val_mean_dice_raw.csv").read_text().splitlines()
+    assert rows[0] == "filename,class0,class1,mean"
+    assert len(rows) == 2 and "phantom_" in rows[1]
+    assert (tmp_path / "metrics.csv").read_text().startswith("val_mean_dice,")
+
+
+def test_inference_writes_masks_in_input_geometry(segmentation_run, tmp_path):
+    root, _ = segmentation_run
+    run_workflow(BUNDLE, "inference", root, output_dir=str(tmp_path))
+    masks = sorted(os.listdir(tmp_path / "predictions"))
+    assert masks == [f"phantom_00{i}_seg.nii.gz" for i in range(3)]
+    source = nib.load(tmp_path / "phantoms" / "phantom_000.nii.gz")
+    mask = nib.load(tmp_path / "predictions" / "phantom_000_seg.nii.gz")
+    assert mask.shape[:3] == source.shape and mask.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(mask.affine, source.affine, atol=1e-5)
+    assert set(np.unique(mask.get_fdata()).astype(int)) <= {0, 1, 2}
+
+
+def test_finetune_from_pretraining_loads_weights(pretrain_run, tmp_path):
+    pretrain_root, _ = pretrain_run
+    checkpoint = pretrain_root / "models" / "model.pt"
+    workflow = run_workflow(BUNDLE, "train", tmp_path, pretrained=str(checkpoint))
+    loader = workflow.parser.get_parsed_content("train#handlers")[0]
+    assert loader.finetune == "full"
+    pretrained = torch.load(checkpoint, weights_only=True)
+    # every tensor but the output layer, whose channels differ (1 restored image vs 3 classes)
+    assert loader.report.num_loaded == len(pretrained) - 2
+    assert sorted(loader.report.missing) == ["out.conv.bias", "out.conv.weight"]
+
+
+def test_frozen_encoder_keeps_pretrained_encoder(pretrain_run, tmp_path):
+    pretrain_root, _ = pretrain_run
+    checkpoint = pretrain_root / "models" / "model.pt"
+    workflow = run_workflow(BUNDLE, "train", tmp_path, pretrained=str(checkpoint), finetune="frozen_encoder")
+    pretrained = torch.load(checkpoint, weights_only=True)
+    network = workflow.parser.get_parsed_content("network")
+    params = dict(network.named_parameters())
+    encoder = [name for name in params if name.startswith("encoder.")]
+    assert encoder and all(not params[name].requires_grad for name in encoder)
+    for name in encoder:
+        torch.testing.assert_close(params[name].detach().cpu(), pretrained[name])
+    trained = [
+        name
+        for name in params
+        if name not in encoder and name in pretrained and params[name].shape == pretrained[name].shape
+    ]
+    assert trained and all(params[name].requires_grad for name in trained)
+    assert any(not torch.equal(params[name].detach().cpu(), pretrained[name]) for name in trained)
+
+
+def test_missing_pretrained_errors_before_training(tmp_path):
+    workflow = make_workflow(BUNDLE, "train", tmp_path, pretrained=str(tmp_path / "none.pt"))
+    with pytest.raises(RuntimeError) as error:
+        workflow.trainer
+    assert "none.pt does not exist" in str(root_cause(error.value))
+    workflow = make_workflow(BUNDLE, "train", tmp_path, finetune="full")
+    with pytest.raises(RuntimeError) as error:
+        workflow.trainer
+    assert "needs a checkpoint" in str(root_cause(error.value))
+
+
+def test_label_shape_mismatch_errors(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 20), np.int16), np.eye(4)), str(tmp_path / "img.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 18), np.uint8), np.eye(4)), str(tmp_path / "lab.nii.gz"))
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"image": "img.nii.gz", "label": "lab.nii.gz"}] * 2}))
+    workflow = make_workflow(BUNDLE, "train", tmp_path / "run", datalist=str(datalist))
+    with pytest.raises(RuntimeError) as error:
+        workflow.trainer
+    assert "lab.nii.gz has spatial shape (20, 20, 18)" in str(root_cause(error.value))
+
+
+def test_missing_datalist_errors(tmp_path):
+    workflow = make_workflow(BUNDLE, "train", tmp_path, datalist=str(tmp_path / "nolist.json"))
+    with pytest.raises(RuntimeError) as error:
+        workflow.trainer
+    assert "nolist.json does not exist" in str(root_cause(error.value))
