@@ -14,10 +14,10 @@ def _digest(array) -> str:
 
 
 class CubeProbe:
-    """Write ``out_dir/rank{R}.json`` when training ends: hashes of every clean cube and corrupted input seen,
-    the random state of the corruption, the handler classes of the trainer and the evaluator, and the pid."""
+    """Write ``out_dir/rank{R}.json`` when training ends: hashes of every input and target seen, the random
+    state of the corruption (when ``prepare_batch`` is given), the handler classes of both engines, the pid."""
 
-    def __init__(self, out_dir, train_handlers, val_handlers, prepare_batch):
+    def __init__(self, out_dir, train_handlers, val_handlers, prepare_batch=None):
         self.out_dir = out_dir
         self.record = {
             "train_handlers": [type(h).__name__ for h in train_handlers],
@@ -34,7 +34,8 @@ class CubeProbe:
         engine.add_event_handler(Events.COMPLETED, self.completed)
 
     def started(self, engine):
-        self.record["corruption_state"] = _digest(self.prepare_batch.R.get_state()[1])
+        if self.prepare_batch is not None:
+            self.record["corruption_state"] = _digest(self.prepare_batch.R.get_state()[1])
 
     def iteration(self, engine):
         output = engine.state.output
