@@ -54,22 +54,25 @@ def bezier_lut(
         num_points: number of ``t`` values at which the curve is sampled.
         lut_size: number of entries of the table over ``[0, 1]``.
     """
-    t = torch.linspace(0.0, 1.0, num_points, dtype=torch.float64, device=device)
+    t = torch.linspace(0.0, 1.0, num_points, device=device)
     weights = torch.stack([t**3, 3 * t**2 * (1 - t), 3 * t * (1 - t) ** 2, (1 - t) ** 3])  # P0, P1, P2, P3
-    cp = torch.as_tensor(params.control_points, dtype=torch.float64, device=device)
+    cp = torch.as_tensor(params.control_points, dtype=torch.float32, device=device)
     n = cp.shape[0]
     points = torch.cat([cp.new_zeros(n, 1, 2), cp, cp.new_ones(n, 1, 2)], dim=1)  # (n, 4, 2)
     curve = torch.einsum("npc,pk->nck", points, weights)  # (n, 2, num_points)
     xs = curve[:, 0].sort(dim=1).values
     ys = curve[:, 1]
-    increasing = torch.as_tensor(params.increasing, device=device)[:, None]
-    ys = torch.where(increasing, ys.sort(dim=1).values, ys)
-    grid = torch.linspace(0.0, 1.0, lut_size, dtype=torch.float64, device=device).expand(n, -1).contiguous()
+    if params.increasing.all():
+        ys = ys.sort(dim=1).values
+    elif params.increasing.any():
+        increasing = torch.as_tensor(params.increasing, device=device)[:, None]
+        ys = torch.where(increasing, ys.sort(dim=1).values, ys)
+    grid = torch.linspace(0.0, 1.0, lut_size, device=device).expand(n, -1).contiguous()
     j = torch.searchsorted(xs, grid).clamp_(1, num_points - 1)
     x0, x1 = xs.gather(1, j - 1), xs.gather(1, j)
     y0, y1 = ys.gather(1, j - 1), ys.gather(1, j)
     w = ((grid - x0) / (x1 - x0).clamp_min(1e-12)).clamp_(0.0, 1.0)
-    return (y0 + w * (y1 - y0)).float()
+    return y0 + w * (y1 - y0)
 
 
 def apply_lut(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -88,6 +89,33 @@ def _int_dtype(bits: int) -> torch.dtype:
     return torch.int32 if bits <= 31 else torch.int64
 
 
+_WORKSPACE = threading.local()
+
+
+def _buffer(slot: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+    """A reusable CPU tensor of ``numel`` elements for temporaries (None on other devices, whose allocators cache).
+
+    Allocating and freeing the megabytes of temporaries on every call makes the C allocator shrink and regrow the
+    heap, and the page faults cost as much as the work itself.
+    """
+    if device.type != "cpu":
+        return None
+    buffers = _WORKSPACE.__dict__.setdefault("buffers", {})
+    buf = buffers.get((slot, dtype))
+    if buf is None or buf.numel() < numel:
+        buf = buffers[(slot, dtype)] = torch.empty(numel + numel // 4, dtype=dtype)
+    return buf[:numel]
+
+
+def _ramp(length: int, device: torch.device) -> torch.Tensor:
+    """``arange(length)`` as int32, sliced from a cached tensor."""
+    ramps = _WORKSPACE.__dict__.setdefault("ramps", {})
+    ramp = ramps.get(device)
+    if ramp is None or ramp.numel() < length:
+        ramp = ramps[device] = torch.arange(max(length, 1 << 18), dtype=torch.int32, device=device)
+    return ramp[:length]
+
+
 def local_shuffle(
     items: torch.Tensor, params: ShuffleParams, generator: torch.Generator | None = None, block_fraction: float = 0.1
 ) -> torch.Tensor:
@@ -110,10 +138,22 @@ def local_shuffle(
     start = torch.cumsum(count, 0, dtype=torch.int32) - count
     total = int(start[-1] + count[-1])
 
-    # target voxel of every (block, voxel) pair, in the item's own flat index
-    local = torch.arange(total, dtype=torch.int32, device=device)
-    local += torch.repeat_interleave(table_start.index_select(0, shape_id) - start, count, output_size=total)
-    dst = torch.repeat_interleave(origin, count, output_size=total) + table.index_select(0, local)
+    def buffer(slot, dtype=torch.int32, numel=total):
+        return _buffer(slot, numel, dtype, device)
+
+    # block number of every (block, voxel) pair: a cumulative sum of ones at the block starts
+    marker = torch.zeros(total, dtype=torch.int32, device=device, out=buffer("marker"))
+    marker.index_fill_(0, start[1:].long(), 1)
+    block = torch.cumsum(marker, 0, out=buffer("block"))
+    item_offset = None
+    if n > 1:
+        item_offset = torch.div(block, nb, rounding_mode="floor").long().mul_(nvox)
+
+    # target voxel of every pair, in the item's own flat index
+    local = torch.index_select(table_start.index_select(0, shape_id) - start, 0, block, out=buffer("local"))
+    local.add_(_ramp(total, device))
+    dst = torch.index_select(origin, 0, block, out=buffer("dst"))
+    dst.add_(torch.index_select(table, 0, local, out=buffer("offset")))
 
     # a uniform permutation inside every block: sort by (block, random key); at least 16 random bits keep
     # ties rare in blocks of up to ~100 voxels
@@ -121,25 +161,24 @@ def local_shuffle(
     block_bits = max(1, n * nb).bit_length()
     key_bits = max(vox_bits, 16)
     kdt = _int_dtype(block_bits + key_bits)
-    block = torch.arange(1, n * nb + 1, dtype=kdt, device=device).bitwise_left_shift_(key_bits)
-    keys = torch.randint(0, 2**key_bits, (total,), dtype=kdt, device=device, generator=generator)
-    keys.bitwise_or_(torch.repeat_interleave(block, count, output_size=total))
-    keys, order = torch.sort(keys)
-    src = dst.index_select(0, order).to(kdt)
+    keys = torch.empty(total, dtype=kdt, device=device, out=buffer("keys", kdt)).random_(0, 2**key_bits, generator=generator)
+    numbers = block if kdt == torch.int32 else block.to(kdt)
+    keys.bitwise_or_(numbers.add_(1).bitwise_left_shift_(key_bits))  # block numbers from 1
+    sorted_keys, order = torch.sort(
+        keys, stable=True, out=(buffer("sorted", kdt), buffer("order", torch.int64))
+    )  # the stable sort of int32 is a radix sort, the fastest
+    src = torch.index_select(dst, 0, order, out=buffer("src"))
 
     # the last block covering a voxel wins: scatter (block number, source) with amax; a voxel no block
     # covers keeps (0, itself)
-    if key_bits > vox_bits:
-        keys.bitwise_right_shift_(key_bits - vox_bits)
-    keys.bitwise_and_(-(1 << vox_bits)).bitwise_or_(src)
-    winner = torch.arange(nvox, dtype=kdt, device=device)
-    scatter_index = dst.long()
-    if n > 1:
-        winner = winner.repeat(n)
-        scatter_index += torch.repeat_interleave(
-            torch.arange(0, n * nvox, nvox, device=device), count.reshape(n, nb).sum(1), output_size=total
-        )
-    winner.scatter_reduce_(0, scatter_index, keys, "amax")
+    sorted_keys.bitwise_right_shift_(key_bits).bitwise_left_shift_(vox_bits).bitwise_or_(src)
+    ramp, winner = _ramp(nvox, device), buffer("winner", kdt, n * nvox)
+    winner = ramp.to(kdt).repeat(n) if winner is None else winner.view(n, nvox).copy_(ramp).view(-1)
+    scatter_index = buffer("index", torch.int64)
+    scatter_index = dst.long() if scatter_index is None else scatter_index.copy_(dst)
+    if item_offset is not None:
+        scatter_index += item_offset
+    winner.scatter_reduce_(0, scatter_index, sorted_keys, "amax")
     source = winner.bitwise_and_((1 << vox_bits) - 1)
     if n > 1:
         source = source.long().add_(torch.arange(0, n * nvox, nvox, device=device).repeat_interleave(nvox))

@@ -1,0 +1,146 @@
+"""Cubes per second of each Genesis corruption and of the whole pipeline, beside a literal loop baseline.
+
+    python benchmarks/transforms.py [--cubes 16] [--repeats 3] [--image VOLUME --window -1000 1000] [--json OUT]
+
+On one CPU thread, 64×64×32 float32 cubes: the per-sample transforms of ``monai_genesis.transforms`` and the
+loop-per-block rendering of the same recipe in ``benchmarks/loop_baseline.py``, measured in the same run. When a
+GPU is present, the batched path (``GenesisPrepareBatch``) on batches of 32 and 256 cubes too. Prints a Markdown
+table; ``--json`` also writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import loop_baseline  # noqa: E402
+from monai_genesis.engines import GenesisPrepareBatch  # noqa: E402
+from monai_genesis.transforms import (  # noqa: E402
+    RandGenesisCorruption,
+    RandInpaint,
+    RandLocalPixelShuffle,
+    RandNonlinearIntensity,
+    RandOutpaint,
+)
+
+SHAPE = (1, 64, 64, 32)
+
+
+def make_cubes(n: int, image: str | None, window) -> list[np.ndarray]:
+    """``n`` cubes of 64×64×32 in [0, 1]: cut at random from ``image``, or smooth synthetic ones."""
+    rng = np.random.RandomState(0)
+    if image:
+        from monai.transforms import LoadImage
+
+        vol = np.asarray(LoadImage(image_only=True)(image), dtype=np.float32)
+        low, high = window if window else np.percentile(vol, [0.5, 99.5])
+        vol = (np.clip(vol, low, high) - low) / (high - low)
+        starts = [[rng.randint(0, s - c + 1) for s, c in zip(vol.shape, SHAPE[1:])] for _ in range(n)]
+        return [vol[x : x + 64, y : y + 64, z : z + 32][None].copy() for x, y, z in starts]
+    cubes = []
+    for _ in range(n):
+        noise = rng.rand(*SHAPE)
+        for axis in (1, 2, 3):
+            noise = (noise + np.roll(noise, 1, axis) + np.roll(noise, -1, axis)) / 3
+        cubes.append(((noise - noise.min()) / (noise.max() - noise.min())).astype(np.float32))
+    return cubes
+
+
+def rate(fn, inputs, repeats: int, min_seconds: float = 1.0, sync=None) -> float:
+    """Best of ``repeats`` of calls per second of ``fn`` over ``inputs`` (each run at least ``min_seconds``)."""
+    fn(inputs[0])
+    best = 0.0
+    for _ in range(repeats):
+        count, start = 0, time.perf_counter()
+        while True:
+            for x in inputs:
+                fn(x)
+            count += len(inputs)
+            if sync:
+                sync()
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                break
+        best = max(best, count / elapsed)
+    return best
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cubes", type=int, default=16, help="distinct cubes cycled through")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per entry, best kept")
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="shortest timed run")
+    parser.add_argument("--image", help="cut the cubes from this volume instead of synthetic ones")
+    parser.add_argument("--window", type=float, nargs=2, help="intensity window of --image, e.g. -1000 1000")
+    parser.add_argument("--gpu-batches", type=int, nargs="*", default=[32, 256], help="batch sizes on the GPU")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    random.seed(0)
+    np.random.seed(0)
+    cubes = make_cubes(args.cubes, args.image, args.window)
+    tensors = [torch.from_numpy(c) for c in cubes]
+
+    def seeded(t):
+        t.set_random_state(0)
+        return t
+
+    pipeline = seeded(RandGenesisCorruption())
+    rows = [
+        ("non-linear intensity", lambda x: loop_baseline.nonlinear(x, prob=1.0), seeded(RandNonlinearIntensity(prob=1.0))),
+        ("local pixel shuffle", lambda x: loop_baseline.local_shuffle(x, prob=1.0), seeded(RandLocalPixelShuffle(prob=1.0))),
+        ("in-painting", loop_baseline.inpaint, seeded(RandInpaint())),
+        ("out-painting", loop_baseline.outpaint, seeded(RandOutpaint())),
+        ("full pipeline", lambda x: loop_baseline.generate_pair(x), pipeline),
+    ]
+    results = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "threads": 1, "cpu": {}}
+    for name, baseline, ours in rows:
+        loop = rate(baseline, cubes, args.repeats, args.min_seconds)
+        fast = rate(ours, tensors, args.repeats, args.min_seconds)
+        results["cpu"][name] = {"loop": loop, "monai_genesis": fast, "speedup": fast / loop}
+
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        results["gpu"] = {"device": torch.cuda.get_device_name(device)}
+        for batch in args.gpu_batches:
+            prepare = GenesisPrepareBatch(seed=0)
+            data = torch.from_numpy(np.stack([cubes[i % len(cubes)] for i in range(batch)])).to(device)
+            per_batch = rate(lambda b: prepare({"image": b}, device), [data], args.repeats, args.min_seconds,
+                             sync=torch.cuda.synchronize)
+            results["gpu"][f"batch {batch}"] = per_batch * batch
+
+    print(to_markdown(results))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+def to_markdown(results: dict) -> str:
+    lines = [
+        "| corruption (64×64×32, 1 CPU thread) | literal loop, cubes/s | monai_genesis, cubes/s | speed-up |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, r in results["cpu"].items():
+        lines.append(f"| {name} | {r['loop']:,.0f} | {r['monai_genesis']:,.0f} | {r['speedup']:.1f}× |")
+    if "gpu" in results:
+        lines += ["", f"| batched `GenesisPrepareBatch` on {results['gpu']['device']} | cubes/s |", "|---|---:|"]
+        for key, value in results["gpu"].items():
+            if key != "device":
+                lines.append(f"| full pipeline, {key} | {value:,.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
