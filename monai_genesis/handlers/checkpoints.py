@@ -71,6 +71,7 @@ class ResumeHandler:
             ``"true"``/``"false"`` (as given on the command line) are understood.
         map_location: device to load the checkpoint tensors to.
         prefix: file prefix of the checkpoints.
+        save: write the checkpoints; under DDP only rank 0 should (every rank still restores).
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class ResumeHandler:
         resume: bool | str = False,
         map_location=None,
         prefix: str = RESUME_PREFIX,
+        save: bool = True,
     ) -> None:
         if "trainer" in save_dict:
             raise ValueError("save_dict must not hold 'trainer': the engine this handler is attached to is added.")
@@ -90,6 +92,7 @@ class ResumeHandler:
         if isinstance(resume, str):
             resume = resume.strip().lower() == "true"
         self.load_path = latest_checkpoint(ckpt_dir, required=True, prefix=prefix) if resume else None
+        self.save = bool(save)
         self._saver: CheckpointSaver | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -97,6 +100,8 @@ class ResumeHandler:
         if self.load_path is not None:
             logger.info(f"resuming training from {self.load_path}")
             CheckpointLoader(load_path=self.load_path, load_dict=objects, map_location=self.map_location).attach(engine)
+        if not self.save:
+            return
         self._saver = CheckpointSaver(
             save_dir=self.ckpt_dir, save_dict=objects, file_prefix=self.prefix, save_interval=1, n_saved=1
         )

@@ -73,3 +73,10 @@ def test_resume_handler_saves_and_restores(tmp_path):
     assert len(opt2.state) == 2
     with pytest.raises(ValueError, match="trainer"):
         ResumeHandler(str(tmp_path), {"trainer": engine})
+
+
+def test_resume_handler_without_saving(tmp_path):
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    assert _train(net, opt, 2, ResumeHandler(str(tmp_path), {"model": net, "optimizer": opt}, save=False)) == [1, 2]
+    assert os.listdir(tmp_path) == []
