@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import shutil
 import time
 import zipfile
 
@@ -8,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import load
+from monai.bundle import ConfigParser, load
 from monai.networks.nets import UNet
 
 from monai_genesis.packaging import package
@@ -161,3 +162,46 @@ def test_cli_pack_serve_download_load_and_run(tmp_path, serve_dir):
         want = reference.eval()(torch.from_numpy(volume)[None, None])[0, 0].numpy()
     assert pred.shape == (16, 16, 16)
     np.testing.assert_allclose(pred, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("bundle", ["genesis_pretrain", "genesis_segmentation", "genesis_classification"])
+def test_release_of_a_trained_bundle(bundle, tmp_path, repo_root, serve_dir):
+    """Pack a training bundle with its weights, download the release, load the trained network, run inference."""
+    if not (repo_root / "bundles" / bundle / "configs" / "inference.json").is_file():
+        pytest.skip(f"{bundle} is absent")
+    quick = repo_root / "configs" / "quick.json"
+    src = shutil.copytree(repo_root / "bundles" / bundle, tmp_path / "src" / bundle,
+                          ignore=shutil.ignore_patterns("models", "eval", "runs"))
+    parser = ConfigParser()
+    parser.read_config([str(src / "configs" / "train.json"), str(quick)])
+    torch.manual_seed(11)
+    trained = parser.get_parsed_content("network_def")
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    (src / "models").mkdir()
+    torch.save(trained.state_dict(), src / "models" / "model.pt")
+
+    package(src, out=tmp_path / "dist", repo="someone/monai-genesis/v0.1.0")
+    version = json.loads((src / "configs" / "metadata.json").read_text())["version"]
+    base = serve_dir(tmp_path / "dist")
+    downloads = tmp_path / "downloads"
+    run_cli(["-m", "monai.bundle", "download", "--name", bundle, "--version", version, "--url",
+             f"{base}/{bundle}_v{version}.zip", "--bundle_dir", str(downloads), "--progress", "False"])
+
+    features = json.loads(quick.read_text())["genesis_features"]
+    net = load(name=bundle, bundle_dir=downloads, device="cpu", net_override={"features": features})
+    assert type(net) is type(trained)
+    expected = trained.state_dict()
+    got = net.state_dict()
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+
+    fetched = downloads / bundle
+    data = tmp_path / "data"
+    data.mkdir()
+    scan = np.random.default_rng(0).uniform(-1000, 1000, (32, 32, 32)).astype(np.int16)
+    nib.save(nib.Nifti1Image(scan, np.eye(4)), data / "scan.nii.gz")
+    run_cli(["-m", "monai.bundle", "run", "--config_file", f"['{fetched / 'configs' / 'inference.json'}','{quick}']",
+             "--bundle_root", str(fetched), "--dataset_dir", str(data)])
+    outputs = [p.name for p in (fetched / "eval").rglob("*") if p.is_file()]
+    assert any(name.startswith("scan") or name.endswith(".csv") for name in outputs), outputs
