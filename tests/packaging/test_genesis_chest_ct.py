@@ -149,3 +149,31 @@ def test_wrong_hash_stops_and_leaves_no_file(tmp_path, repo_root, serve_dir, rel
     assert "hash check of downloaded file failed" in proc.stderr
     assert not (bundle / "models").exists() or not any((bundle / "models").iterdir())
     assert sorted(p.name for p in bundle.iterdir()) == ["LICENSE", "configs", "docs", "large_files.json"]
+
+
+@pytest.mark.parametrize("bundle", ["genesis_segmentation", "genesis_classification"])
+def test_fine_tuning_bundles_take_the_released_weights(bundle, repo_root, released_checkpoint):
+    """The released file, as this bundle fetches it, is a valid ``pretrained`` of the fine-tuning bundles."""
+    config = repo_root / "bundles" / bundle / "configs" / "train.json"
+    if not config.is_file():
+        pytest.skip(f"{bundle} is absent")
+    path, _, state_dict = released_checkpoint
+    workflow = ConfigWorkflow(config_file=str(config), workflow_type="train", pretrained=str(path),
+                              device="$torch.device('cpu')", logging_file=False)
+    workflow.initialize()
+    loader = workflow.parser.get_parsed_content("train#handlers#0")
+    assert type(loader).__name__ == "PretrainedLoader" and loader.finetune == "full"
+    loader(None)
+    net = workflow.parser.get_parsed_content("network")
+    target = net.state_dict()
+    matching = {}
+    for key, value in state_dict.items():
+        ours = official_to_genesis_key(key[len("module.") :])
+        if ours in target and target[ours].shape == value.shape:
+            matching[ours] = value
+    encoder = [k for k in matching if k.startswith("encoder.") and k.endswith("conv.weight")]
+    assert len(encoder) == 8  # two convolutions in each of the four encoder levels
+    assert all(torch.equal(target[k], v) for k, v in matching.items())
+    assert loader.report.num_loaded >= len([k for k in matching if not k.endswith("num_batches_tracked")])
+    if bundle == "genesis_segmentation":
+        assert len(matching) == 104  # all but the output convolution, which has 3 classes here
