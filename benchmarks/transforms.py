@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import loop_baseline  # noqa: E402
-from monai_genesis.engines import GenesisPrepareBatch  # noqa: E402
-from monai_genesis.transforms import (  # noqa: E402
+from benchmarks import loop_baseline
+from monai_genesis.engines import GenesisPrepareBatch
+from monai_genesis.transforms import (
     RandGenesisCorruption,
     RandInpaint,
     RandLocalPixelShuffle,
@@ -116,8 +116,13 @@ def main(argv=None) -> dict:
         for batch in args.gpu_batches:
             prepare = GenesisPrepareBatch(seed=0)
             data = torch.from_numpy(np.stack([cubes[i % len(cubes)] for i in range(batch)])).to(device)
-            per_batch = rate(lambda b: prepare({"image": b}, device), [data], args.repeats, args.min_seconds,
-                             sync=torch.cuda.synchronize)
+            per_batch = rate(
+                lambda b, prepare=prepare: prepare({"image": b}, device),
+                [data],
+                args.repeats,
+                args.min_seconds,
+                sync=torch.cuda.synchronize,
+            )
             results["gpu"][f"batch {batch}"] = per_batch * batch
 
     print(to_markdown(results))

@@ -49,7 +49,8 @@ def test_preview_of_a_dicom_folder(shared_data, tmp_path):
 
 def test_restoration_grid(tmp_path):
     batch = torch.rand(5, 1, 16, 16, 8)
-    path = save_restoration_grid({"corrupted": batch, "restored": batch, "original": batch}, tmp_path / "r.png", scale=1)
+    named = {"corrupted": batch, "restored": batch, "original": batch}
+    path = save_restoration_grid(named, tmp_path / "r.png", scale=1)
     img = Image.open(path)
     # three columns of 16 px; four rows (max_rows) of the stacked views 16 + 8 + 8 (+1 px each)
     assert img.width == 3 * 16 + 2 * 2

@@ -246,7 +246,26 @@ class RandLocalPixelShuffle(_ItemCorruption):
 
 
 class _Paint(_ItemCorruption):
+    """Base of in- and out-painting: boxes drawn by ``draw_boxes``, noise inside (or outside) them."""
+
     keep_inside = False
+
+    def __init__(
+        self,
+        prob: float = 1.0,
+        max_boxes: int = 5,
+        continue_rate: float = 0.95,
+        value_range: Sequence[float] | None = (0.0, 1.0),
+        zscore: bool = False,
+        spatial_dims: int | None = None,
+    ) -> None:
+        super().__init__(prob, value_range, zscore, spatial_dims)
+        if max_boxes < 1:
+            raise ValueError(f"max_boxes must be at least 1, got {max_boxes}.")
+        self.max_boxes, self.continue_rate = int(max_boxes), _check_prob("continue_rate", continue_rate)
+
+    def draw(self, n, spatial_shape, device):
+        return self.draw_boxes(self.R, n, spatial_shape, self.max_boxes, self.continue_rate)
 
     def apply(self, items, params, low, high, generator):
         return paint(items, params, self.keep_inside, low, high, generator)
@@ -268,24 +287,8 @@ class RandInpaint(_Paint):
     """
 
     min_size = INPAINT_MIN_SIZE
+    draw_boxes = staticmethod(draw_inpaint_boxes)
     min_size_reason = "in-painting keeps boxes of up to a third of a side 3 voxels from the border"
-
-    def __init__(
-        self,
-        prob: float = 1.0,
-        max_boxes: int = 5,
-        continue_rate: float = 0.95,
-        value_range: Sequence[float] | None = (0.0, 1.0),
-        zscore: bool = False,
-        spatial_dims: int | None = None,
-    ) -> None:
-        super().__init__(prob, value_range, zscore, spatial_dims)
-        if max_boxes < 1:
-            raise ValueError(f"max_boxes must be at least 1, got {max_boxes}.")
-        self.max_boxes, self.continue_rate = int(max_boxes), _check_prob("continue_rate", continue_rate)
-
-    def draw(self, n, spatial_shape, device):
-        return draw_inpaint_boxes(self.R, n, spatial_shape, self.max_boxes, self.continue_rate)
 
 
 class RandOutpaint(_Paint):
@@ -305,24 +308,8 @@ class RandOutpaint(_Paint):
 
     keep_inside = True
     min_size = OUTPAINT_MIN_SIZE
+    draw_boxes = staticmethod(draw_outpaint_boxes)
     min_size_reason = "out-painting keeps boxes of up to 4/7 of a side 3 voxels from the border"
-
-    def __init__(
-        self,
-        prob: float = 1.0,
-        max_boxes: int = 5,
-        continue_rate: float = 0.95,
-        value_range: Sequence[float] | None = (0.0, 1.0),
-        zscore: bool = False,
-        spatial_dims: int | None = None,
-    ) -> None:
-        super().__init__(prob, value_range, zscore, spatial_dims)
-        if max_boxes < 1:
-            raise ValueError(f"max_boxes must be at least 1, got {max_boxes}.")
-        self.max_boxes, self.continue_rate = int(max_boxes), _check_prob("continue_rate", continue_rate)
-
-    def draw(self, n, spatial_shape, device):
-        return draw_outpaint_boxes(self.R, n, spatial_shape, self.max_boxes, self.continue_rate)
 
 
 class RandGenesisFlip(RandomizableTransform):

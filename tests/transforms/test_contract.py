@@ -119,9 +119,17 @@ def test_integer_images_are_refused():
         T.RandNonlinearIntensity()(np.zeros((1, 16, 16, 16), dtype=np.int16))
 
 
-@pytest.mark.parametrize(
-    "name", ["RandNonlinearIntensityd", "RandLocalPixelShuffled", "RandInpaintd", "RandOutpaintd", "RandGenesisCorruptiond", "RandGenesisFlipd"]
-)
+DICT_NAMES = [
+    "RandNonlinearIntensityd",
+    "RandLocalPixelShuffled",
+    "RandInpaintd",
+    "RandOutpaintd",
+    "RandGenesisCorruptiond",
+    "RandGenesisFlipd",
+]
+
+
+@pytest.mark.parametrize("name", DICT_NAMES)
 def test_unknown_key_is_refused(name):
     d = getattr(T, name)(keys="img")
     with pytest.raises(KeyError, match="'img'.*has keys \\['image'\\]"):

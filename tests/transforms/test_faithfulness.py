@@ -4,7 +4,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 
 from benchmarks import loop_baseline
 from monai_genesis.transforms import RandInpaint, RandLocalPixelShuffle, RandNonlinearIntensity, RandOutpaint

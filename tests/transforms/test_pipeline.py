@@ -33,7 +33,7 @@ def test_rates_are_parameters():
     c = RandGenesisCorruption(flip_rate=0, local_rate=1, nonlinear_rate=0, paint_rate=1, inpaint_rate=1)
     c.set_random_state(0)
     x = torch.rand(50, 1, 16, 16, 16)
-    corrupted, target = c.corrupt_batch(x)
+    _, target = c.corrupt_batch(x)
     assert torch.equal(target, x)
     assert c.shuffle._selected.all() and not c.nonlinear._selected.any()
     assert c.inpaint._selected.all() and not c.outpaint._selected.any()
