@@ -26,7 +26,7 @@ __all__ = ["package", "read_large_files", "bundle_files", "write_bundle_zip"]
 logger = logging.getLogger(__name__)
 
 LARGE_FILE_NAMES = ("large_files.yml", "large_files.yaml", "large_files.json")
-# run outputs, caches and editor files never belong in a release
+# run outputs, caches, editor files and ignite's intermediate checkpoints ("name_epoch=3.pt") stay out of a release
 DEFAULT_EXCLUDE = (
     "__pycache__",
     "*.pyc",
@@ -36,6 +36,7 @@ DEFAULT_EXCLUDE = (
     "results",
     "*.tmp",
     "*.part",
+    "*=*.pt",
 )
 # the earliest time a zip header can hold; any fixed value makes the archive reproducible
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
@@ -89,7 +90,8 @@ def bundle_files(bundle: str | os.PathLike, exclude: Sequence[str] = ()) -> list
     Args:
         bundle: folder of the bundle; its folder name is the bundle name and the zip's top-level folder.
         exclude: glob patterns, matched against every path component, left out in addition to ``DEFAULT_EXCLUDE``
-            (caches, hidden files, ``runs``, ``eval`` and ``results`` folders).
+            (caches, hidden files, ``runs``, ``eval`` and ``results`` folders, intermediate checkpoints such as
+            ``resume_checkpoint_epoch=3.pt``).
     """
     bundle = Path(bundle)
     name = bundle.resolve().name

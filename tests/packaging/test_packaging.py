@@ -31,8 +31,10 @@ def test_zip_layout_and_model_info(tmp_path):
     (bundle / "eval" / "pred.nii.gz").write_bytes(b"\0")
     (bundle / ".ipynb_checkpoints").mkdir()
     (bundle / ".ipynb_checkpoints" / "a.json").write_text("{}")
+    (bundle / "models" / "resume_checkpoint_epoch=3.pt").write_bytes(b"\0")
+    (bundle / "docs" / "notes.txt").write_text("left out by the exclude argument")
 
-    zip_path = package(bundle, out=tmp_path / "dist", repo="someone/monai-genesis/v0.1.0")
+    zip_path = package(bundle, out=tmp_path / "dist", repo="someone/monai-genesis/v0.1.0", exclude=["notes.*"])
 
     assert os.path.basename(zip_path) == "tiny_restoration_v0.1.0.zip"
     assert _names(zip_path) == [
