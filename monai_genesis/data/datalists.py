@@ -151,7 +151,11 @@ def volume_datalist(
         if not os.path.isfile(str(datalist)):
             raise ValueError(f"datalist {datalist} does not exist; pass the path of a JSON datalist file.")
         base_dir = dataset_dir if _named(dataset_dir) else os.path.dirname(os.path.abspath(str(datalist)))
-        items = [{"image": i["image"]} for i in load_decathlon_datalist(str(datalist), True, data_key, base_dir)]
+        try:
+            entries = load_decathlon_datalist(str(datalist), True, data_key, base_dir)
+        except ValueError as e:
+            raise ValueError(f"datalist {datalist} has no {data_key!r} list to run on ({e}); add one.") from e
+        items = [{"image": i["image"]} for i in entries]
     elif _named(dataset_dir):
         items = [{"image": path} for path in find_volumes(str(dataset_dir))]
     else:

@@ -165,7 +165,7 @@ def _write_nifti(array: np.ndarray, path: str, dtype) -> None:
     nib.save(nib.Nifti1Image(array.astype(dtype), np.diag([*SPACING_MM, 1.0])), path)
 
 
-def _reuse_or_clear(out_dir: str, manifest: dict) -> bool:
+def _phantoms_up_to_date(out_dir: str, manifest: dict) -> bool:
     """Whether ``out_dir`` already holds phantoms written with ``manifest``'s parameters."""
     manifest_path = os.path.join(out_dir, "phantoms.json")
     if not os.path.isfile(manifest_path):
@@ -229,7 +229,7 @@ def write_ct_phantoms(
         if with_labels:
             item["label"] = os.path.join(out_dir, f"phantom_{i:03d}_label.nii.gz")
         items.append(item)
-    if _reuse_or_clear(out_dir, manifest):
+    if _phantoms_up_to_date(out_dir, manifest):
         return items
     _check_phantom_dir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -265,7 +265,7 @@ def write_nodule_patch_phantoms(
     items = [
         {"image": os.path.join(out_dir, f"nodule_patch_{i:03d}.nii.gz"), "label": int(i % 2)} for i in range(num_volumes)
     ]
-    if _reuse_or_clear(out_dir, manifest):
+    if _phantoms_up_to_date(out_dir, manifest):
         return items
     _check_phantom_dir(out_dir)
     os.makedirs(out_dir, exist_ok=True)

@@ -83,3 +83,16 @@ def test_classification_datalist_medmnist(tmp_path):
     parts = classification_datalist(None, str(tmp_path / "out"), medmnist_npz=str(path))
     assert [len(parts[k]) for k in ("training", "validation", "test")] == [6, 2, 2]
     assert tuple(parts["training"][0]["image"].shape) == (1, 8, 8, 8)
+
+
+def test_volume_datalist_sources(tmp_path):
+    from monai_genesis.data import volume_datalist
+
+    items = volume_datalist(None, str(tmp_path), num_phantoms=2, phantom_shape=(16, 16, 16))
+    assert [sorted(i) for i in items] == [["image"], ["image"]]
+    _nifti(tmp_path / "t.nii.gz")
+    listing = tmp_path / "list.json"
+    listing.write_text(json.dumps({"training": [], "test": ["t.nii.gz"]}))
+    assert volume_datalist(None, str(tmp_path), datalist=str(listing)) == [{"image": str(tmp_path / "t.nii.gz")}]
+    with pytest.raises(ValueError, match="no 'validation' list"):
+        volume_datalist(None, str(tmp_path), datalist=str(listing), data_key="validation")
