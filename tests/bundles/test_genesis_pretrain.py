@@ -32,6 +32,19 @@ def test_train_leaves_models_logs_and_png(pretrain_run):
     assert len([n for n in os.listdir(root / "eval" / "phantoms") if n.endswith(".nii.gz")]) == 3
 
 
+def test_tensorboard_has_scalars_and_restoration_images(pretrain_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, _ = pretrain_run
+    tags = {"images": [], "scalars": []}
+    for name in os.listdir(root / "eval" / "runs"):
+        events = EventAccumulator(str(root / "eval" / "runs" / name)).Reload().Tags()
+        tags["images"] += events["images"]
+        tags["scalars"] += events["scalars"]
+    assert {"train_loss", "val_mse"} <= set(tags["scalars"])
+    assert any(tag.startswith("validation restoration") for tag in tags["images"])
+
+
 def test_validation_is_repeatable_across_epochs(pretrain_run):
     _, workflow = pretrain_run
     evaluator = workflow.evaluator

@@ -44,3 +44,18 @@ def test_class_target():
     assert ClassTargetd("label", 3)({"label": 2})["label"].tolist() == [0.0, 0.0, 1.0]
     with pytest.raises(ValueError, match="num_classes"):
         ClassTargetd("label", 1)({"label": 4})
+
+
+def test_load_real_dicom_series_and_nrrd(shared_data):
+    from monai_genesis.data import find_volumes
+
+    found = find_volumes(str(shared_data / "totalsegmentator"))
+    series = str(shared_data / "totalsegmentator" / "example_ct_dicom")
+    assert series in found and any(p.endswith("example_ct.nii.gz") for p in found)
+    loader = LoadVolumed("image")
+    volume = loader({"image": series})["image"]
+    assert tuple(volume.shape) == (1, 512, 512, 20)
+    out = intensity_transform("ct")({"image": volume})["image"]
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    nrrd = loader({"image": str(shared_data / "brain_mri" / "brain1_image.nrrd")})["image"]
+    assert nrrd.shape[0] == 1 and nrrd.shape[1:3] == (256, 256)
