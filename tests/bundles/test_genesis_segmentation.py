@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.bundles.workflows import make_workflow, root_cause, run_workflow
+from tests.bundles.workflows import REPO, make_workflow, root_cause, run_workflow
 
 BUNDLE = "genesis_segmentation"
 
@@ -99,3 +99,17 @@ def test_missing_datalist_errors(tmp_path):
     with pytest.raises(RuntimeError) as error:
         workflow.trainer
     assert "nolist.json does not exist" in str(root_cause(error.value))
+
+
+def test_network_preset_pretrains_and_transfers(tmp_path):
+    preset = str(REPO / "configs" / "networks" / "segresnet.json")
+    settings = {"epochs": 1, "segresnet_init_filters": 8}
+    pretrain = run_workflow("genesis_pretrain", "train", tmp_path / "pretrain", extra_configs=[preset], **settings)
+    assert type(pretrain.parser.get_parsed_content("network").net).__name__ == "SegResNet"
+    checkpoint = tmp_path / "pretrain" / "models" / "model.pt"
+    twin = run_workflow(BUNDLE, "train", tmp_path / "twin", extra_configs=[preset], pretrained=str(checkpoint), **settings)
+    report = twin.parser.get_parsed_content("train#handlers")[0].report
+    pretrained = torch.load(checkpoint, weights_only=True)
+    # everything but the output layer, whose shape differs, is transferred
+    assert report.num_loaded == len(pretrained) - len(report.skipped) and report.num_loaded > 50
+    assert report.skipped and all("shape" in why for why in report.skipped.values())

@@ -50,13 +50,16 @@ def config(bundle: str, name: str) -> str:
     return str(BUNDLES / bundle / "configs" / f"{name}.json")
 
 
-def make_workflow(bundle: str, kind: str, root: Path, **override) -> ConfigWorkflow:
-    """A workflow of ``bundle`` ('train', 'evaluate' or 'inference') with the quick and tiny settings, rooted at ``root``."""
+def make_workflow(bundle: str, kind: str, root: Path, extra_configs: list | None = None, **override) -> ConfigWorkflow:
+    """A workflow of ``bundle`` ('train', 'evaluate' or 'inference') with the quick and tiny settings, rooted at ``root``.
+
+    ``extra_configs`` are merged last (e.g. a network preset).
+    """
     files = {
         "train": [config(bundle, "train"), QUICK],
         "evaluate": [config(bundle, "train"), config(bundle, "evaluate"), QUICK],
         "inference": [config(bundle, "inference"), QUICK],
-    }[kind]
+    }[kind] + list(extra_configs or [])
     settings = {**TINY[bundle], "bundle_root": str(root), **override}
     workflow = ConfigWorkflow(
         config_file=files,
@@ -69,9 +72,9 @@ def make_workflow(bundle: str, kind: str, root: Path, **override) -> ConfigWorkf
     return workflow
 
 
-def run_workflow(bundle: str, kind: str, root: Path, **override) -> ConfigWorkflow:
+def run_workflow(bundle: str, kind: str, root: Path, extra_configs: list | None = None, **override) -> ConfigWorkflow:
     """Initialise, check the properties, run and finalise a workflow; returns it for inspection."""
-    workflow = make_workflow(bundle, kind, root, **override)
+    workflow = make_workflow(bundle, kind, root, extra_configs, **override)
     assert workflow.check_properties() == []
     workflow.run()
     workflow.finalize()
