@@ -85,7 +85,7 @@ def test_multi_gpu_overrides_match_the_bundle(repo_root, bundle):
     assert merged["train"]["dataloader"]["shuffle"] is False
     assert merged["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
     assert merged["dist_backend"] == "nccl" and "LOCAL_RANK" in merged["device"]
-    assert any("init_process_group(backend=@dist_backend)" in e for e in merged["initialize"])
+    assert any("init_process_group(backend=@dist_backend" in e for e in merged["initialize"])
     assert any("set_determinism(seed=@seed + dist.get_rank())" in e for e in merged["initialize"])
     assert any("destroy_process_group" in e for e in merged["finalize"])
     cpu = ConfigParser.load_config_files([configs / "train.json", configs / "multi_gpu_train.json",
