@@ -3,6 +3,7 @@ intensity range (the Genesis Chest CT recipe keeps lung-rich cubes)."""
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Callable, Hashable, Mapping, Sequence
 
@@ -131,8 +132,8 @@ class RandCubeSamplesd(Randomizable, MapTransform, MultiSampleTrait):
 class FixedCubeSamplesd(MapTransform, MultiSampleTrait):
     """Cut the same cubes from a volume on every call, as ``RandCubeSamplesd`` seeded per volume.
 
-    The positions are drawn from ``seed`` and the volume's file name, so a validation set cut with it is
-    fixed across epochs and can be cached (this transform is deterministic).
+    The positions are drawn from ``seed`` and the volume's file name (without its folder), so a validation
+    set cut with it is fixed across epochs and runs, and can be cached (this transform is deterministic).
 
     Args:
         keys: keys of the channel-first volumes to cut.
@@ -149,7 +150,8 @@ class FixedCubeSamplesd(MapTransform, MultiSampleTrait):
         keys = list(self.key_iterator(dict(data)))
         name = ""
         if keys and hasattr(data[keys[0]], "meta"):
-            name = str(data[keys[0]].meta.get("filename_or_obj", ""))
+            # the file name without its folder, so the cubes do not change when the data moves
+            name = os.path.basename(str(data[keys[0]].meta.get("filename_or_obj", "")))
         self.sampler.set_random_state(seed=(self.seed + zlib.crc32(name.encode())) % (2**32))
         return self.sampler(data)
 

@@ -53,6 +53,12 @@ def test_validation_is_repeatable_across_epochs(pretrain_run):
     assert evaluator.state.metrics["val_mse"] == pytest.approx(first, rel=1e-6)
 
 
+def test_runs_are_reproducible_in_any_folder(pretrain_run, tmp_path):
+    _, workflow = pretrain_run
+    again = run_workflow(BUNDLE, "train", tmp_path / "elsewhere", epochs=2)
+    assert again.evaluator.state.metrics["val_mse"] == pytest.approx(workflow.evaluator.state.metrics["val_mse"])
+
+
 def test_per_sample_corruption_path(tmp_path):
     workflow = run_workflow(BUNDLE, "train", tmp_path, epochs=1, corrupt_on_device=False)
     corruption = workflow.parser.get_parsed_content("train#preprocessing").transforms

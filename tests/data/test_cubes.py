@@ -50,6 +50,9 @@ def test_fixed_cubes_repeat_per_volume():
     first = sampler({"image": vol})
     second = sampler({"image": vol})
     assert all(torch.equal(a["image"], b["image"]) for a, b in zip(first, second))
+    moved = _volume()
+    moved.meta["filename_or_obj"] = "/elsewhere/v.nii"
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(first, sampler({"image": moved})))
     other = _volume()
     other.meta["filename_or_obj"] = "w.nii"
     assert not all(torch.equal(a["image"], b["image"]) for a, b in zip(first, sampler({"image": other})))
