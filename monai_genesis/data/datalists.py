@@ -201,6 +201,11 @@ def segmentation_datalist(
         parts = _load_datalist_file(str(datalist), dataset_dir, ("training", "validation", "test"))
         if not parts["validation"]:
             parts.update(split_datalist(parts["training"], val_fraction, seed))
+    elif _named(dataset_dir):
+        raise ValueError(
+            f"dataset_dir {dataset_dir} is given without a datalist: segmentation needs a datalist JSON pairing "
+            "images with labels (--datalist FILE); dataset_dir is the base folder of its relative paths."
+        )
     else:
         phantom_dir = os.path.join(output_dir, "phantoms")
         items = write_ct_phantoms(phantom_dir, num_phantoms, phantom_shape, seed=seed, with_labels=True)
@@ -247,6 +252,11 @@ def classification_datalist(
     """
     if _named(datalist):
         parts = _load_datalist_file(str(datalist), dataset_dir, ("training", "validation", "test"))
+    elif _named(dataset_dir) and not _named(medmnist_npz):
+        raise ValueError(
+            f"dataset_dir {dataset_dir} is given without a datalist: classification needs a datalist JSON of "
+            "{'image', 'label'} entries (--datalist FILE) or a MedMNIST file (--medmnist_npz FILE)."
+        )
     elif _named(medmnist_npz):
         parts = {name: load_medmnist(str(medmnist_npz), split) for name, split in
                  (("training", "train"), ("validation", "val"), ("test", "test"))}

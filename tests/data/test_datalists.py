@@ -96,3 +96,11 @@ def test_volume_datalist_sources(tmp_path):
     assert volume_datalist(None, str(tmp_path), datalist=str(listing)) == [{"image": str(tmp_path / "t.nii.gz")}]
     with pytest.raises(ValueError, match="no 'validation' list"):
         volume_datalist(None, str(tmp_path), datalist=str(listing), data_key="validation")
+
+
+def test_dataset_dir_without_datalist_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="without a datalist"):
+        segmentation_datalist(None, str(tmp_path / "out"), dataset_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="without a datalist"):
+        classification_datalist(None, str(tmp_path / "out"), dataset_dir=str(tmp_path))
+    assert not (tmp_path / "out").exists()
