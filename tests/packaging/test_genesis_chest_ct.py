@@ -6,7 +6,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow, load
+from monai.bundle import ConfigWorkflow, load, verify_metadata, verify_net_in_out
+from monai.bundle.properties import InferProperties
+from monai.utils import BundleProperty, BundlePropertyConfig
 
 from monai_genesis.networks import GenesisUNet
 from monai_genesis.packaging import package
@@ -177,3 +179,20 @@ def test_fine_tuning_bundles_take_the_released_weights(bundle, repo_root, releas
     assert loader.report.num_loaded >= len([k for k in matching if not k.endswith("num_batches_tracked")])
     if bundle == "genesis_segmentation":
         assert len(matching) == 104  # all but the output convolution, which has 3 classes here
+
+
+def test_metadata_schema_and_network_io(repo_root, tmp_path):
+    """The bundle's metadata passes the Model Zoo schema kept with the tests, and its network matches the declared I/O."""
+    schema_src = repo_root / "tests" / "bundles" / "metadata_schema.json"
+    if not schema_src.is_file():
+        pytest.skip(f"{schema_src} is absent")
+    configs = repo_root / "bundles" / NAME / "configs"
+    schema = tmp_path / "schema.json"
+    schema.write_bytes(schema_src.read_bytes())
+    verify_metadata(meta_file=str(configs / "metadata.json"), filepath=str(schema),
+                    hash_val=hashlib.md5(schema.read_bytes()).hexdigest())
+    verify_net_in_out(net_id="network_def", meta_file=str(configs / "metadata.json"),
+                      config_file=str(configs / "inference.json"), device="cpu", n=1)
+    inference = json.loads((configs / "inference.json").read_text())
+    required = [p[BundlePropertyConfig.ID] for p in InferProperties.values() if p[BundleProperty.REQUIRED]]
+    assert required and [i for i in required if i not in inference] == []
