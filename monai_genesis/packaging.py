@@ -68,7 +68,7 @@ def _large_file_present(bundle: Path, entry: dict) -> bool:
     if not path.is_file():
         return False
     hash_val = entry.get("hash_val") or None
-    hash_type = entry.get("hash_type") or "md5"
+    hash_type = entry.get("hash_type") or "sha256"  # the default of monai.apps.download_url
     if not check_hash(path, hash_val, hash_type):
         raise ValueError(
             f"{path} does not match the {hash_type} hash {hash_val} given in the large files list; delete it and run "
@@ -81,7 +81,7 @@ def _excluded(rel: Path, patterns: Sequence[str]) -> bool:
     return any(fnmatch(part, p) for part in rel.parts for p in patterns)
 
 
-def bundle_files(bundle: str | os.PathLike, exclude: Sequence[str] = ()) -> list[tuple[Path, str]]:
+def bundle_files(bundle: str | os.PathLike, exclude: Sequence[str] | str = ()) -> list[tuple[Path, str]]:
     """List the files of a release of ``bundle`` as sorted ``(source path, name in the zip)`` pairs.
 
     Large files that are present (and match their hash) are included and the large files list is then left out,
@@ -89,14 +89,15 @@ def bundle_files(bundle: str | os.PathLike, exclude: Sequence[str] = ()) -> list
 
     Args:
         bundle: folder of the bundle; its folder name is the bundle name and the zip's top-level folder.
-        exclude: glob patterns, matched against every path component, left out in addition to ``DEFAULT_EXCLUDE``
-            (caches, hidden files, ``runs``, ``eval`` and ``results`` folders, intermediate checkpoints such as
-            ``resume_checkpoint_epoch=3.pt``).
+        exclude: glob patterns (or one pattern), matched against every path component, left out in addition to
+            ``DEFAULT_EXCLUDE`` (caches, hidden files, ``runs``, ``eval`` and ``results`` folders, intermediate
+            checkpoints such as ``resume_checkpoint_epoch=3.pt``); the large files are never left out.
     """
     bundle = Path(bundle)
     name = bundle.resolve().name
-    patterns = tuple(DEFAULT_EXCLUDE) + tuple(exclude)
+    patterns = tuple(DEFAULT_EXCLUDE) + ((exclude,) if isinstance(exclude, str) else tuple(exclude))
     large_list, entries = read_large_files(bundle)
+    large_paths = {Path(e["path"]) for e in entries}
     missing = [e["path"] for e in entries if not _large_file_present(bundle, e)]
     if missing:
         logger.warning(
@@ -106,7 +107,7 @@ def bundle_files(bundle: str | os.PathLike, exclude: Sequence[str] = ()) -> list
     files = []
     for path in bundle.rglob("*"):
         rel = path.relative_to(bundle)
-        if not path.is_file() or path.is_symlink() or _excluded(rel, patterns):
+        if not path.is_file() or path.is_symlink() or (rel not in large_paths and _excluded(rel, patterns)):
             continue
         if large_list is not None and not missing and rel == Path(large_list.name):
             continue
@@ -167,7 +168,7 @@ def package(
     out: str | os.PathLike = "dist",
     repo: str | None = None,
     overwrite: bool = False,
-    exclude: Sequence[str] = (),
+    exclude: Sequence[str] | str = (),
 ) -> str:
     """Write the bundle's Model Zoo release zip ``out/NAME_vVERSION.zip`` and record it in ``out/model_info.json``.
 
