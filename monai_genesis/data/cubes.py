@@ -13,7 +13,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, SpatialCrop
 from monai.transforms.traits import MultiSampleTrait
 
-__all__ = ["RandCubeSamplesd", "FixedCubeSamplesd", "CubeDataset"]
+__all__ = ["CubeDataset", "FixedCubeSamplesd", "RandCubeSamplesd"]
 
 
 class RandCubeSamplesd(Randomizable, MapTransform, MultiSampleTrait):

@@ -14,11 +14,11 @@ from monai_genesis.data.medmnist import load_medmnist
 from monai_genesis.data.phantoms import write_ct_phantoms, write_nodule_patch_phantoms
 
 __all__ = [
-    "split_datalist",
-    "pretrain_datalist",
-    "volume_datalist",
-    "segmentation_datalist",
     "classification_datalist",
+    "pretrain_datalist",
+    "segmentation_datalist",
+    "split_datalist",
+    "volume_datalist",
 ]
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["VOLUME_SUFFIXES", "find_volumes", "is_dicom_file", "read_spatial_shape", "check_datalist"]
+__all__ = ["VOLUME_SUFFIXES", "check_datalist", "find_volumes", "is_dicom_file", "read_spatial_shape"]
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms import MapTransform, ScaleIntensityd, ScaleIntensityRanged, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
-__all__ = ["ForegroundPercentileWindow", "ForegroundPercentileWindowd", "INTENSITY_SETTINGS", "intensity_transform"]
+__all__ = ["INTENSITY_SETTINGS", "ForegroundPercentileWindow", "ForegroundPercentileWindowd", "intensity_transform"]
 
 INTENSITY_SETTINGS = ("ct", "mri", "minmax")
 

@@ -10,7 +10,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform
 
-__all__ = ["LoadVolumed", "ClassTargetd"]
+__all__ = ["ClassTargetd", "LoadVolumed"]
 
 
 class LoadVolumed(MapTransform):

@@ -9,3 +9,17 @@ from monai_genesis.handlers.restoration import (
     middle_slice_grid,
     restoration_images,
 )
+
+__all__ = [
+    "FINETUNE_MODES",
+    "RESUME_PREFIX",
+    "PretrainedLoader",
+    "ReseedHandler",
+    "RestorationImageHandler",
+    "RestorationPNGSaver",
+    "ResumeHandler",
+    "latest_checkpoint",
+    "middle_slice_grid",
+    "negative_key_metric",
+    "restoration_images",
+]

@@ -14,7 +14,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["RESUME_PREFIX", "latest_checkpoint", "negative_key_metric", "ResumeHandler"]
+__all__ = ["RESUME_PREFIX", "ResumeHandler", "latest_checkpoint", "negative_key_metric"]
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["restoration_images", "middle_slice_grid", "RestorationImageHandler", "RestorationPNGSaver"]
+__all__ = ["RestorationImageHandler", "RestorationPNGSaver", "middle_slice_grid", "restoration_images"]
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ def test_train_reports_auc_and_accuracy(classification_run):
 def test_evaluate_writes_probabilities(classification_run, tmp_path):
     root, _ = classification_run
     run_workflow(BUNDLE, "evaluate", root, output_dir=str(tmp_path))
-    rows = list(csv.reader(open(tmp_path / "probabilities.csv")))
+    rows = list(csv.reader((tmp_path / "probabilities.csv").read_text().splitlines()))
     assert len(rows) == 2  # the test part falls back to the 2 validation patches
     assert all("nodule_patch_" in row[0] and 0.0 <= float(row[1]) <= 1.0 for row in rows)
     assert (tmp_path / "metrics.csv").read_text().count("val_") == 2
@@ -29,7 +29,7 @@ def test_evaluate_writes_probabilities(classification_run, tmp_path):
 def test_inference_writes_predictions(classification_run, tmp_path):
     root, _ = classification_run
     run_workflow(BUNDLE, "inference", root, output_dir=str(tmp_path))
-    rows = list(csv.reader(open(tmp_path / "predictions.csv")))
+    rows = list(csv.reader((tmp_path / "predictions.csv").read_text().splitlines()))
     assert len(rows) == 2 and all(0.0 <= float(row[1]) <= 1.0 for row in rows)
 
 
@@ -71,5 +71,5 @@ def test_real_medmnist_reader(shared_data, tmp_path):
 def test_missing_medmnist_file_errors(tmp_path):
     workflow = make_workflow(BUNDLE, "train", tmp_path, medmnist_npz=str(tmp_path / "none.npz"))
     with pytest.raises(RuntimeError) as error:
-        workflow.trainer
+        _ = workflow.trainer
     assert "none.npz does not exist" in str(root_cause(error.value))

@@ -109,7 +109,7 @@ def test_resume_continues_at_the_saved_epoch(pretrain_run, tmp_path):
 def test_resume_without_checkpoint_errors(tmp_path):
     workflow = make_workflow(BUNDLE, "train", tmp_path, resume=True)
     with pytest.raises(RuntimeError) as error:
-        workflow.trainer
+        _ = workflow.trainer
     assert "nothing to resume from" in str(root_cause(error.value))
 
 
@@ -140,12 +140,12 @@ def test_killed_run_resumes(tmp_path):
 def test_missing_dataset_dir_errors_before_training(tmp_path):
     workflow = make_workflow(BUNDLE, "train", tmp_path, dataset_dir=str(tmp_path / "nowhere"))
     with pytest.raises(RuntimeError) as error:
-        workflow.trainer
+        _ = workflow.trainer
     assert "is not a folder" in str(root_cause(error.value))
     (tmp_path / "empty").mkdir()
     workflow = make_workflow(BUNDLE, "train", tmp_path, dataset_dir=str(tmp_path / "empty"))
     with pytest.raises(RuntimeError) as error:
-        workflow.trainer
+        _ = workflow.trainer
     assert "holds no volume" in str(root_cause(error.value))
 
 
@@ -156,7 +156,7 @@ def test_unreadable_volume_is_named(tmp_path):
     (data / "broken.nii.gz").write_bytes(b"truncated")
     workflow = make_workflow(BUNDLE, "train", tmp_path / "run", dataset_dir=str(data))
     with pytest.raises(RuntimeError) as error:
-        workflow.trainer
+        _ = workflow.trainer
     assert "broken.nii.gz" in str(root_cause(error.value))
 
 

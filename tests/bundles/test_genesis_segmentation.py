@@ -75,11 +75,11 @@ def test_frozen_encoder_keeps_pretrained_encoder(pretrain_run, tmp_path):
 def test_missing_pretrained_errors_before_training(tmp_path):
     workflow = make_workflow(BUNDLE, "train", tmp_path, pretrained=str(tmp_path / "none.pt"))
     with pytest.raises(RuntimeError) as error:
-        workflow.trainer
+        _ = workflow.trainer
     assert "none.pt does not exist" in str(root_cause(error.value))
     workflow = make_workflow(BUNDLE, "train", tmp_path, finetune="full")
     with pytest.raises(RuntimeError) as error:
-        workflow.trainer
+        _ = workflow.trainer
     assert "needs a checkpoint" in str(root_cause(error.value))
 
 
@@ -90,14 +90,14 @@ def test_label_shape_mismatch_errors(tmp_path):
     datalist.write_text(json.dumps({"training": [{"image": "img.nii.gz", "label": "lab.nii.gz"}] * 2}))
     workflow = make_workflow(BUNDLE, "train", tmp_path / "run", datalist=str(datalist))
     with pytest.raises(RuntimeError) as error:
-        workflow.trainer
+        _ = workflow.trainer
     assert "lab.nii.gz has spatial shape (20, 20, 18)" in str(root_cause(error.value))
 
 
 def test_missing_datalist_errors(tmp_path):
     workflow = make_workflow(BUNDLE, "train", tmp_path, datalist=str(tmp_path / "nolist.json"))
     with pytest.raises(RuntimeError) as error:
-        workflow.trainer
+        _ = workflow.trainer
     assert "nolist.json does not exist" in str(root_cause(error.value))
 
 

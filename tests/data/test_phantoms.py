@@ -4,7 +4,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from monai_genesis.data import PHANTOM_LABELS, ct_phantom, nodule_patch_phantom, write_ct_phantoms, write_nodule_patch_phantoms
+from monai_genesis.data import (
+    PHANTOM_LABELS,
+    ct_phantom,
+    nodule_patch_phantom,
+    write_ct_phantoms,
+    write_nodule_patch_phantoms,
+)
 
 
 def test_ct_phantom_is_deterministic_and_ct_like():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 
 from monai_genesis.handlers import RestorationImageHandler, RestorationPNGSaver, middle_slice_grid, restoration_images
 
