@@ -3,6 +3,8 @@ import json
 import os
 import shutil
 import time
+import types
+import urllib.request
 import zipfile
 
 import nibabel as nib
@@ -209,3 +211,47 @@ def test_release_of_a_trained_bundle(bundle, tmp_path, repo_root, serve_dir):
              "--bundle_root", str(fetched), *data_args])
     outputs = [p.name for p in (fetched / "eval").rglob("*") if p.is_file()]
     assert any(name.startswith("scan") or name.endswith(".csv") for name in outputs), outputs
+
+
+def test_github_source_finds_latest_version_from_model_info(tmp_path, serve_dir, monkeypatch):
+    """`download --source github` without a version reads model_info.json and fetches NAME_vVERSION.zip."""
+    import monai.bundle.scripts as scripts
+
+    bundle = make_tiny_bundle(tmp_path / "src")
+    dist = tmp_path / "dist"
+    package(bundle, out=dist, repo="someone/monai-genesis/v0.2.0")
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta["version"] = "0.2.0"
+    meta["changelog"] = {"0.2.0": "second release", **meta["changelog"]}
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    package(bundle, out=dist, repo="someone/monai-genesis/v0.2.0")
+    base = serve_dir(dist)
+    requested = []
+
+    class LocalResponse:
+        def __init__(self, text):
+            self.text = text
+
+        def raise_for_status(self):
+            pass
+
+    def local_get(url, *args, **kwargs):
+        # GitHub is not reachable from tests: answer its raw model_info.json address from the local dist/
+        requested.append(url)
+        with urllib.request.urlopen(f"{base}/model_info.json") as response:
+            return LocalResponse(response.read().decode())
+
+    def local_release(owner, repo, tag_name, filename):
+        assert (owner, repo, tag_name) == ("someone", "monai-genesis", "v0.2.0")
+        return f"{base}/{filename}"
+
+    # MONAI reads model_info.json with `requests` (an optional dependency of MONAI) and GitHub's release addresses
+    monkeypatch.setattr(scripts, "has_requests", True)
+    monkeypatch.setattr(scripts, "requests", types.SimpleNamespace(get=local_get))
+    monkeypatch.setattr(scripts, "_get_git_release_url", local_release)
+    scripts.download(name="tiny_restoration", source="github", repo="someone/monai-genesis/v0.2.0",
+                     bundle_dir=tmp_path / "downloads", progress=False)
+    assert requested == ["https://raw.githubusercontent.com/someone/monai-genesis/v0.2.0/models/model_info.json"]
+    fetched = json.loads((tmp_path / "downloads" / "tiny_restoration" / "configs" / "metadata.json").read_text())
+    assert fetched["version"] == "0.2.0"
+    assert (tmp_path / "downloads" / "tiny_restoration_v0.2.0.zip").is_file()
