@@ -1,0 +1,248 @@
+"""AdrenalMNIST3D classification with ``genesis_classification``: scratch vs Genesis-pretrained, AUC and accuracy.
+
+    python benchmarks/finetune_adrenal.py [--setting smoke|reduced|full] [--device cpu|cuda]
+        [--npz adrenalmnist3d_trainval.npz | --datalist JSON] [--inits scratch genesis]
+        [--seeds 0 1 2] [--features F] [--epochs N] [--pretrain-epochs N] [--results DIR]
+
+Both arms are the classification bundle (``bundles/genesis_classification/configs/train.json``: the Genesis
+encoder, global pooling, Linear(16f, 32f), ReLU, Linear(32f, 1), BCE) with its MedMNIST reader and min–max
+scaling, trained for the same epochs and validated once at the end on the validation split (AUC and accuracy
+at 0.5, the bundle's ``ROCAUC`` and ``ConfusionMatrix`` handlers):
+
+- ``scratch``: random weights;
+- ``genesis``: the encoder of a ``genesis_pretrain`` run on the training images alone, without their labels
+  (90% for training, 10% for the restoration validation), transferred through the bundle's ``pretrained``.
+
+The published MedMNIST v2 figures (ResNet-50+3D, Yang et al., Scientific Data 2023) are for the official test
+split, which is not in these files: they are shown for orientation, not as a like-for-like comparison.
+The 28³ images are padded (or, in the reduced setting, centre-cropped) to ``--input-size``, a multiple of 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+
+BUNDLE = "genesis_classification"
+INITS = ("scratch", "genesis")
+DEFAULT_NPZ = common.SHARED_DATA / "medmnist" / "adrenalmnist3d_trainval.npz"
+PUBLISHED = {"model": "ResNet-50+3D (MedMNIST v2)", "auc": 0.828, "accuracy": 0.745, "split": "official test"}
+PRESETS = {
+    "smoke": {
+        "threads": 1, "features": 2, "input_size": 16, "epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "seeds": [0],
+        "pretrain_epochs": 1, "pretrain_batch": 16, "max_train": 64,
+    },
+    "reduced": {
+        "threads": 1, "features": 4, "input_size": 24, "epochs": 6, "batch_size": 16, "learning_rate": 1e-3, "seeds": [0, 1, 2],
+        "pretrain_epochs": 4, "pretrain_batch": 16, "max_train": 0,
+    },
+    "full": {
+        "threads": 0, "features": 32, "input_size": 32, "epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "seeds": [0, 1, 2],
+        "pretrain_epochs": 30, "pretrain_batch": 32, "max_train": 0,
+    },
+}
+
+logger = logging.getLogger("benchmarks.finetune_adrenal")
+
+
+def data_overrides(args) -> dict:
+    """The classification bundle's data ids for ``--npz`` or ``--datalist`` (``--max-train`` keeps the first N)."""
+    if args.datalist:
+        split = f"monai_genesis.data.classification_datalist({str(Path(args.datalist).resolve())!r}, @output_dir)"
+    else:
+        split = f"monai_genesis.data.classification_datalist('', @output_dir, medmnist_npz={args.npz!r})"
+    if not args.max_train:
+        return {"data_split": f"${split}", "intensity": "minmax"}
+    return {
+        "data_split": f"$dict({split}, training={split}['training'][:{int(args.max_train)}])",
+        "intensity": "minmax",
+    }
+
+
+def pretrain_split(args) -> str:
+    """The pretraining bundle's ``data_split``: the training images without labels, 90% / 10%."""
+    split = data_overrides(args)["data_split"][1:]
+    return f"$monai_genesis.data.split_datalist([{{'image': i['image']}} for i in ({split})['training']], 0.1, @seed)"
+
+
+def finetune(args, device, root: Path, pretrained: str, seed: int) -> dict:
+    """One run of the classification bundle; returns the validation AUC and accuracy of its final network."""
+    size = [args.input_size] * 3
+    overrides = {
+        **data_overrides(args),
+        "device": common.device_override(device),
+        "seed": seed,
+        "epochs": args.epochs,
+        "val_interval": args.epochs,
+        "patch_size": size,
+        "batch_size": args.batch_size,
+        "num_workers": args.workers,
+        "learning_rate": args.learning_rate,
+        "genesis_features": args.features,
+        "pretrained": pretrained,
+        "train#dataset#progress": False,
+        "validate#dataset#progress": False,
+    }
+    if not args.verbose:
+        overrides["train#handlers"] = common.train_handlers_without_progress(BUNDLE)
+    clock = common.Stopwatch()
+    workflow = common.bundle_workflow(BUNDLE, root, **overrides)
+    workflow.run()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    loader = next(h for h in workflow.parser.get_parsed_content("train#handlers") if hasattr(h, "finetune"))
+    split = workflow.parser.get_parsed_content("data_split")
+    workflow.finalize()
+    metrics = evaluator.state.metrics
+    return {
+        "auc": float(metrics["val_auc"]),
+        "accuracy": float(metrics["val_accuracy"]),
+        "epochs": int(trainer.state.epoch),
+        "steps": int(trainer.state.iteration),
+        "train_samples": len(split["training"]),
+        "val_samples": len(split["validation"]),
+        "seconds": clock(),
+        "tensors_loaded": loader.report.num_loaded if loader.report is not None else 0,
+    }
+
+
+LABELS = {"scratch": "scratch", "genesis": "Genesis, pretrained on the training images (no labels)"}
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        [LABELS[r["init"]], "val", common.fmt(r["auc_mean"], r["auc_std"]), common.fmt(r["accuracy_mean"], r["accuracy_std"]),
+         r["seeds"]]
+        for r in rows
+    ]
+    lines.append([f"published {PUBLISHED['model']}", PUBLISHED["split"], f"{PUBLISHED['auc']:.3f}",
+                  f"{PUBLISHED['accuracy']:.3f}", "–"])
+    return common.markdown_table(
+        ["initialisation", "split", "AUC (mean ± std)", "accuracy (mean ± std)", "seeds"], lines,
+        ["l", "l", "r", "r", "r"],
+    )
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", choices=common.SETTINGS, default="reduced", help="size preset")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--npz", default=str(DEFAULT_NPZ), help="MedMNIST 3D .npz with train and val splits")
+    parser.add_argument("--datalist", help="JSON with 'training' (and 'validation') lists of {'image', 'label'}")
+    parser.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS))
+    parser.add_argument("--pretrained-checkpoint", help="reuse this genesis_pretrain checkpoint instead of pretraining")
+    parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--features", type=int, help="encoder width (32 = released network)")
+    parser.add_argument("--input-size", type=int, help="side of the network input, a multiple of 8")
+    parser.add_argument("--epochs", type=int, help="fine-tuning epochs")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--pretrain-epochs", type=int)
+    parser.add_argument("--pretrain-batch", type=int)
+    parser.add_argument("--max-train", type=int, help="use only the first N training samples (0: all)")
+    parser.add_argument("--workers", type=int, default=0, help="data-loader workers")
+    parser.add_argument("--threads", type=int, help="torch threads of the main process (0: torch's default)")
+    parser.add_argument("--results", default=str(common.DEFAULT_RESULTS), help="folder of the JSON and Markdown outputs")
+    parser.add_argument("--tag", default="", help="suffix of the result file names")
+    parser.add_argument("--work-dir", help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--verbose", action="store_true", help="also show the bundles' own log")
+    args = parser.parse_args(argv)
+    for key, value in PRESETS[args.setting].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.input_size % 8:
+        raise ValueError(f"--input-size must be a multiple of 8 (three poolings), got {args.input_size}.")
+    if not args.datalist and not Path(args.npz).is_file():
+        raise ValueError(f"--npz {args.npz} does not exist; pass a MedMNIST 3D .npz file or --datalist JSON.")
+    args.npz = str(Path(args.npz).resolve())
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    common.setup_logging(args.verbose)
+    common.set_threads(args.threads)
+    device = common.resolve_device(args.device)
+    clock = common.Stopwatch()
+    temporary = args.work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="genesis_adrenal_") if temporary else args.work_dir)
+    try:
+        pretraining = None
+        checkpoints = {"scratch": ""}
+        if "genesis" in args.inits:
+            if args.pretrained_checkpoint:
+                checkpoints["genesis"] = str(Path(args.pretrained_checkpoint).resolve())
+                pretraining = {"checkpoint": checkpoints["genesis"], "reused": True}
+            else:
+                logger.info("Genesis pretraining on the training images ...")
+                size = [args.input_size] * 3
+                pretraining = common.run_pretraining(
+                    work / "pretrain_run", device, args.verbose,
+                    data_split=pretrain_split(args), intensity="minmax", seed=0, epochs=args.pretrain_epochs,
+                    genesis_features=args.features, patch_size=size, cubes_per_volume=1, val_cubes_per_volume=1,
+                    batch_size=args.pretrain_batch, num_workers=args.workers,
+                )
+                checkpoints["genesis"] = pretraining["checkpoint"]
+                logger.info(f"  best validation MSE {pretraining['best_val_mse']:.5f} ({pretraining['seconds']:.0f} s)")
+        runs = []
+        for seed in args.seeds:
+            for init in args.inits:
+                result = finetune(args, device, work / "runs" / f"{init}_{seed}", checkpoints[init], seed)
+                result.update(init=init, seed=seed)
+                runs.append(result)
+                logger.info(f"{init} seed {seed}: AUC {result['auc']:.3f}, accuracy {result['accuracy']:.3f} "
+                            f"({result['seconds']:.0f} s)")
+        rows = []
+        for init in args.inits:
+            chosen = [r for r in runs if r["init"] == init]
+            auc, auc_std = common.mean_std([r["auc"] for r in chosen])
+            acc, acc_std = common.mean_std([r["accuracy"] for r in chosen])
+            rows.append({"init": init, "seeds": len(chosen), "auc_mean": auc, "auc_std": auc_std,
+                         "accuracy_mean": acc, "accuracy_std": acc_std})
+        text = table(rows)
+        text += ("\n\nThe published figures are on the official test split (not in these files); "
+                 "this benchmark validates on the validation split.")
+        payload = {
+            "benchmark": "finetune_adrenal",
+            "setting": args.setting,
+            "command": common.command_line(),
+            "machine": common.machine_info(device),
+            "config": {
+                "bundle": f"bundles/{BUNDLE}",
+                "data": args.datalist or args.npz,
+                "features": args.features,
+                "input_size": args.input_size,
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "learning_rate": args.learning_rate,
+                "pretrain_epochs": args.pretrain_epochs,
+                "max_train": args.max_train,
+                "seeds": args.seeds,
+                "metric": "AUC and accuracy (threshold 0.5) on the validation split, final network, no model selection",
+            },
+            "published": PUBLISHED,
+            "pretraining": pretraining,
+            "summary": rows,
+            "runs": runs,
+            "total_seconds": clock(),
+        }
+        name = common.results_name("finetune_adrenal", args.setting, device, args.tag)
+        json_path, md_path = common.write_results(args.results, name, payload, text)
+        print(text)
+        logger.info(f"wrote {json_path} and {md_path} in {clock():.0f} s")
+        return payload
+    finally:
+        if temporary:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
