@@ -1,3 +1,4 @@
+import logging
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -27,3 +28,13 @@ def serve_dir():
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def keep_root_logging():
+    """Restore the root logger after a test, since loading a bundle applies its logging.conf to the process."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

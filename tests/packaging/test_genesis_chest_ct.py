@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow, load, verify_metadata, verify_net_in_out
+from monai.bundle import ConfigWorkflow, download, load, verify_metadata, verify_net_in_out
 from monai.bundle.properties import InferProperties
 from monai.utils import BundleProperty, BundlePropertyConfig
 
@@ -106,8 +106,7 @@ def test_download_large_files_load_package_and_run(tmp_path, repo_root, serve_di
     zip_path = package(bundle, out=tmp_path / "dist")
     dist_base = serve_dir(tmp_path / "dist")
     downloads = tmp_path / "downloads"
-    run_cli(["-m", "monai.bundle", "download", "--name", NAME, "--version", "0.1.0", "--url",
-             f"{dist_base}/{NAME}_v0.1.0.zip", "--bundle_dir", str(downloads), "--progress", "False"])
+    download(name=NAME, version="0.1.0", url=f"{dist_base}/{NAME}_v0.1.0.zip", bundle_dir=downloads, progress=False)
     fetched = downloads / NAME
     assert not (fetched / "large_files.json").exists()
     assert (fetched / "models" / "Genesis_Chest_CT.pt").read_bytes() == path.read_bytes()

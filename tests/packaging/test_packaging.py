@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, load
+from monai.bundle import ConfigParser, download, load, run
 from monai.networks.nets import UNet
 
 from monai_genesis.packaging import package
@@ -132,7 +132,7 @@ def test_large_files_resolved_or_kept(tmp_path):
 
 
 def test_cli_pack_serve_download_load_and_run(tmp_path, serve_dir):
-    """Pack with the project CLI, fetch with `monai.bundle download`, load the network, run inference."""
+    """Pack with the project CLI, fetch over HTTP, load the network, and check inference used the packed weights."""
     bundle = make_tiny_bundle(tmp_path / "src")
     dist = tmp_path / "dist"
     run_cli(["-m", "monai_genesis", "package", "--bundle", str(bundle), "--out", str(dist)])
@@ -140,9 +140,8 @@ def test_cli_pack_serve_download_load_and_run(tmp_path, serve_dir):
     base = serve_dir(dist)
 
     downloads = tmp_path / "downloads"
-    url = f"{base}/tiny_restoration_v0.1.0.zip"
-    run_cli(["-m", "monai.bundle", "download", "--name", "tiny_restoration", "--version", "0.1.0", "--url", url,
-             "--bundle_dir", str(downloads), "--progress", "False"])
+    download(name="tiny_restoration", version="0.1.0", url=f"{base}/tiny_restoration_v0.1.0.zip",
+             bundle_dir=downloads, progress=False)
     fetched = downloads / "tiny_restoration"
     assert (fetched / "models" / "model.pt").read_bytes() == (bundle / "models" / "model.pt").read_bytes()
 
@@ -157,8 +156,7 @@ def test_cli_pack_serve_download_load_and_run(tmp_path, serve_dir):
     data.mkdir()
     volume = np.random.default_rng(0).random((16, 16, 16), dtype=np.float32)
     nib.save(nib.Nifti1Image(volume, np.eye(4)), data / "case0.nii.gz")
-    run_cli(["-m", "monai.bundle", "run", "--config_file", str(fetched / "configs" / "inference.json"),
-             "--bundle_root", str(fetched), "--dataset_dir", str(data)])
+    run(config_file=str(fetched / "configs" / "inference.json"), bundle_root=str(fetched), dataset_dir=str(data))
     pred = nib.load(fetched / "eval" / "case0_pred.nii.gz").get_fdata()
     reference = UNet(**{k: v for k, v in TINY_NET.items() if k != "_target_"})
     reference.load_state_dict(expected)
