@@ -164,9 +164,9 @@ def local_shuffle(
     keys = torch.empty(total, dtype=kdt, device=device, out=buffer("keys", kdt)).random_(0, 2**key_bits, generator=generator)
     numbers = block if kdt == torch.int32 else block.to(kdt)
     keys.bitwise_or_(numbers.add_(1).bitwise_left_shift_(key_bits))  # block numbers from 1
-    sorted_keys, order = torch.sort(
-        keys, stable=True, out=(buffer("sorted", kdt), buffer("order", torch.int64))
-    )  # the stable sort of int32 is a radix sort, the fastest
+    sorted_out = (buffer("sorted", kdt), buffer("order", torch.int64))
+    # the stable sort of int32 is a radix sort, the fastest
+    sorted_keys, order = torch.sort(keys, stable=True, out=sorted_out if sorted_out[0] is not None else None)
     src = torch.index_select(dst, 0, order, out=buffer("src"))
 
     # the last block covering a voxel wins: scatter (block number, source) with amax; a voxel no block

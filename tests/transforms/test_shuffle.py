@@ -82,3 +82,17 @@ def test_shuffle_keeps_values_and_changes_most_voxels():
     assert torch.isin(out, image).all()
     changed = (out != image).float().mean().item()
     assert 0.76 < changed < 0.80  # 1 - P(uncovered) - P(mapped to itself), as the reference's 0.779
+
+
+def test_same_result_without_the_cpu_workspace(monkeypatch):
+    # other devices get no workspace buffers: that path must give the same shuffle
+    from monai_genesis.transforms import shuffle
+
+    image = torch.rand(2, 24, 20, 12)
+    params = draw_blocks(torch.Generator().manual_seed(0), 2, (24, 20, 12), num_blocks=2000)
+    with_workspace = local_shuffle(image, params, torch.Generator().manual_seed(1))
+    monkeypatch.setattr(shuffle, "_buffer", lambda *args: None)
+    without = local_shuffle(image, params, torch.Generator().manual_seed(1))
+    assert torch.equal(with_workspace, without)
+    single = local_shuffle(image[:1], shuffle.ShuffleParams(params.sizes[:2000], params.origins[:2000], 2000))
+    assert single.shape == (1, 24, 20, 12)
