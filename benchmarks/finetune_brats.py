@@ -119,7 +119,7 @@ def prepare_case(image: str, label: str | None, mask: str | None, spacing, inten
     if label:
         d["label"] = (d["label"] > 0).to(torch.uint8)
     if mask:
-        d = CropForegroundd([k for k in ("image", "label") if k in d], source_key="mask", margin=4)(d)
+        d = CropForegroundd([k for k in ("image", "label") if k in d], source_key="mask", margin=4, allow_smaller=True)(d)
         d.pop("mask", None)
     return d
 

@@ -215,6 +215,27 @@ def table(rows: list[dict], device: torch.device) -> str:
     return common.markdown_table(headers, lines, ["l"] + ["r"] * (len(headers) - 1))
 
 
+def check_acceptance(rows: list[dict], device: torch.device, workers: int = 2) -> dict | None:
+    """The issue's criteria on a CPU with ``workers`` loader workers: data waiting <= 10% of the step time and
+    peak RSS < 4 GiB, per path; ``None`` when no such row was measured."""
+    chosen = [r for r in rows if r["workers"] == workers]
+    if device.type != "cpu" or not chosen:
+        return None
+    checks = {
+        r["path"]: {"data_wait_ok": r["data_wait_share"] <= 0.10, "peak_rss_ok": r["peak_rss_gib"] < 4.0} for r in chosen
+    }
+    passed = all(all(c.values()) for c in checks.values())
+    parts = ", ".join(
+        f"{r['path'].replace('_', '-')}: waiting {100 * r['data_wait_share']:.1f}%, peak RSS {r['peak_rss_gib']:.2f} GiB"
+        for r in chosen
+    )
+    summary = (
+        f"Criteria on CPU with {workers} workers (data waiting <= 10% of step time, peak RSS < 4 GiB): "
+        f"{'met' if passed else 'NOT met'} ({parts})."
+    )
+    return {"workers": workers, "checks": checks, "passed": passed, "summary": summary}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=common.SETTINGS, default="reduced", help="size preset")
@@ -270,6 +291,9 @@ def main(argv=None) -> dict:
             logger.info(f"  {row['steps_per_s']:.3f} steps/s, data waiting {100 * row['data_wait_share']:.1f}%")
             rows.append(row)
     text = table(rows, device)
+    acceptance = check_acceptance(rows, device)
+    if acceptance:
+        text += "\n\n" + acceptance["summary"]
     payload = {
         "benchmark": "pretraining_throughput",
         "setting": args.setting,
@@ -288,6 +312,7 @@ def main(argv=None) -> dict:
             "isolated_processes": not args.in_process,
         },
         "results": rows,
+        "acceptance": acceptance,
         "total_seconds": clock(),
     }
     name = common.results_name("pretraining_throughput", args.setting, device, args.tag)
