@@ -101,14 +101,19 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def command_line() -> str:
-    """The command that started this process, ready to paste into a shell."""
-    script = Path(sys.argv[0])
+def command_line(script: str, argv: Sequence[str] | None = None) -> str:
+    """The command line of a benchmark run, ready to paste into a shell.
+
+    Args:
+        script: the benchmark's file.
+        argv: its arguments (default: this process's).
+    """
+    path = Path(script).resolve()
     try:
-        script = script.resolve().relative_to(Path.cwd())
+        path = path.relative_to(Path.cwd())
     except ValueError:
         pass
-    return shlex.join(["python", str(script), *sys.argv[1:]])
+    return shlex.join(["python", str(path), *(sys.argv[1:] if argv is None else argv)])
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
@@ -155,6 +157,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work-dir", help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--verbose", action="store_true", help="also show the bundles' own log")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     for key, value in PRESETS[args.setting].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -208,12 +211,21 @@ def main(argv=None) -> dict:
             rows.append({"init": init, "seeds": len(chosen), "auc_mean": auc, "auc_std": auc_std,
                          "accuracy_mean": acc, "accuracy_std": acc_std})
         text = table(rows)
-        text += ("\n\nThe published figures are on the official test split (not in these files); "
-                 "this benchmark validates on the validation split.")
+        text += (
+            "\n\nThe published figures are on the official test split (not in these files); this benchmark validates "
+            f"on the validation split. Setting {args.setting}: GenesisClassifier features {args.features}, input "
+            f"{args.input_size}³, {args.epochs} epochs of batch {args.batch_size}, {args.device} with "
+            f"{torch.get_num_threads()} torch threads; AUC and accuracy of the final network."
+        )
+        if pretraining and not pretraining.get("reused"):
+            text += (
+                f" Genesis pretraining: {pretraining['epochs_run']} epochs on the training images, "
+                f"best restoration MSE {pretraining['best_val_mse']:.4f}."
+            )
         payload = {
             "benchmark": "finetune_adrenal",
             "setting": args.setting,
-            "command": common.command_line(),
+            "command": common.command_line(__file__, args.argv),
             "machine": common.machine_info(device),
             "config": {
                 "bundle": f"bundles/{BUNDLE}",

@@ -379,6 +379,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work-dir", help="keep the prepared data and runs here (default: a temporary folder)")
     parser.add_argument("--verbose", action="store_true", help="also show the bundles' own log")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     for key, value in PRESETS[args.setting].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -454,13 +455,24 @@ def main(argv=None) -> dict:
                     runs.append(result)
                     logger.info(f"{name}: Dice {result['dice']:.3f}, IoU {result['iou']:.3f} ({result['seconds']:.0f} s)")
         rows = summary_rows(runs, inits, args.fractions)
-        text = table(rows)
+        spacing = "native" if not args.spacing else "×".join(f"{v:g}" for v in args.spacing) + " mm"
+        text = table(rows) + (
+            f"\n\nSetting {args.setting}: GenesisUNet features {args.features}, {args.device} with {torch.get_num_threads()} "
+            f"torch threads; patches {'×'.join(map(str, args.patch_size))} at {spacing}, a pool of {len(data['pool'])} "
+            f"from {', '.join(c['case'] for c in data['training'])}; {args.steps} steps of batch {args.batch_size} per run; "
+            f"Dice and IoU of the final network on the whole volumes of {', '.join(c['case'] for c in data['validation'])}."
+        )
+        if pretraining and not pretraining.get("reused"):
+            text += (
+                f" Genesis pretraining: {len(data['pretrain_volumes'])} unlabelled volumes, {pretraining['epochs_run']} epochs, "
+                f"best restoration MSE {pretraining['best_val_mse']:.4f}."
+            )
         if notes:
             text += "\n\n" + "\n".join(f"Note: {n}" for n in notes)
         payload = {
             "benchmark": "finetune_brats",
             "setting": args.setting,
-            "command": common.command_line(),
+            "command": common.command_line(__file__, args.argv),
             "machine": common.machine_info(device),
             "config": {
                 "bundle": f"bundles/{BUNDLE}",

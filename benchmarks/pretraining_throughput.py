@@ -290,14 +290,19 @@ def main(argv=None) -> dict:
             row = run_one(args, path, workers) if args.in_process else run_isolated(args, path, workers)
             logger.info(f"  {row['steps_per_s']:.3f} steps/s, data waiting {100 * row['data_wait_share']:.1f}%")
             rows.append(row)
-    text = table(rows, device)
+    text = table(rows, device) + (
+        f"\n\nSetting {args.setting}: genesis_pretrain, GenesisUNet features {args.features}, cubes "
+        f"{'×'.join(map(str, args.patch_size))}, batch {args.batch_size}, {args.steps} steps measured after {args.warmup}, "
+        f"{args.device} with {torch.get_num_threads()} torch threads in the training process; peak RSS summed over the "
+        "process and its loader workers."
+    )
     acceptance = check_acceptance(rows, device)
     if acceptance:
         text += "\n\n" + acceptance["summary"]
     payload = {
         "benchmark": "pretraining_throughput",
         "setting": args.setting,
-        "command": common.command_line(),
+        "command": common.command_line(__file__, args.argv),
         "machine": common.machine_info(device),
         "config": {
             "bundle": f"bundles/{BUNDLE}",

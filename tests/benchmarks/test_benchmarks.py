@@ -26,6 +26,7 @@ def read_results(folder, name):
     for key in ("cpu_model", "cpu_cores", "torch", "monai", "device"):
         assert payload["machine"][key]
     assert payload["command"].startswith("python ")
+    assert f"benchmarks/{payload['benchmark']}.py --setting smoke" in payload["command"]
     assert table.startswith(f"# {name}\n") and "| " in table
     return payload, table
 
@@ -83,7 +84,8 @@ def test_throughput_rejects_bad_sizes(tmp_path):
 
 def test_brats_smoke(phantom_dir, tmp_path):
     payload = finetune_brats.main(
-        ["--setting", "smoke", "--datalist", str(phantom_dir / "datalist.json"), "--pretrain-data", str(phantom_dir),
+        ["--setting", "smoke", "--datalist", str(phantom_dir / "datalist.json"),
+         "--pretrain-data", str(phantom_dir / "phantom_000.nii.gz"), str(phantom_dir / "phantom_001.nii.gz"),
          "--genesis-chest-ct", str(tmp_path / "absent.pt"), "--results", str(tmp_path)]
     )
     saved, table = read_results(tmp_path, "finetune_brats_smoke_cpu")
@@ -96,6 +98,7 @@ def test_brats_smoke(phantom_dir, tmp_path):
     # the pretrained runs loaded the pretraining's weights, the scratch ones none
     assert all((r["tensors_loaded"] > 0) == (r["init"] == "genesis_real") for r in saved["runs"])
     assert math.isfinite(saved["pretraining"]["best_val_mse"])
+    assert saved["pretraining"]["volumes"] == ["00_phantom_000.nii.gz", "01_phantom_001.nii.gz"]
     assert saved["config"]["patch_pool"] == 4
     assert "Genesis Chest CT not run" in table and "released file was not found" in saved["notes"][0]
 
