@@ -154,7 +154,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch threads of the main process (0: torch's default)")
     parser.add_argument("--results", default=str(common.DEFAULT_RESULTS), help="folder of the JSON and Markdown outputs")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
-    parser.add_argument("--work-dir", help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--work-dir", help="keep the runs here (its sub-folders pretrain_run/ and runs/ are replaced; "
+                        "default: a temporary folder, removed at the end)")
     parser.add_argument("--verbose", action="store_true", help="also show the bundles' own log")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -177,6 +178,8 @@ def main(argv=None) -> dict:
     clock = common.Stopwatch()
     temporary = args.work_dir is None
     work = Path(tempfile.mkdtemp(prefix="genesis_adrenal_") if temporary else args.work_dir)
+    for sub in ("pretrain_run", "runs"):
+        shutil.rmtree(work / sub, ignore_errors=True)
     try:
         pretraining = None
         checkpoints = {"scratch": ""}

@@ -86,6 +86,17 @@ def prepare_case(image: str, label: str | None, mask: str | None, spacing, inten
 
     With a ``mask`` the MRI window is taken inside it, the image is set to 0 outside it and every volume is
     cropped to it; the label becomes the whole-tumour mask (label > 0).
+
+    Args:
+        image: path of the image.
+        label: path of the label map, or ``None``.
+        mask: path of the brain (foreground) mask, or ``None``.
+        spacing: target spacing in mm, or ``None`` to keep the volume's own.
+        intensity: ``"mri"`` (0.5–99.5 percentile window), ``"ct"`` (HU window [−1000, 1000]), ``"minmax"``,
+            or ``"auto"`` (CT when the volume reaches −500 or less, else MRI); with a ``mask`` the MRI window.
+
+    Returns:
+        ``{"image": (1, H, W, D) float in [0, 1], "label": (1, H, W, D) uint8}`` (``label`` only when given).
     """
     from monai.transforms import (
         Compose,
@@ -195,12 +206,15 @@ def prepare_data(args, work: Path) -> dict:
         names = (args.image_name, args.label_name, args.mask_name)
         train_cases = brats_cases(args.data, args.train_cases, *names)
         val_cases = brats_cases(args.data, args.val_cases, *names)
+    for sub in ("volumes", "patches", "pretrain", "runs", "pretrain_run"):
+        # the benchmark's own sub-folders: nothing of an earlier run may leak into this one
+        shutil.rmtree(work / sub, ignore_errors=True)
     for sub in ("volumes", "patches", "pretrain"):
-        (work / sub).mkdir(parents=True, exist_ok=True)
+        (work / sub).mkdir(parents=True)
     prepared = {"training": [], "validation": []}
     for part, cases in (("training", train_cases), ("validation", val_cases)):
         for case in cases:
-            d = prepare_case(case["image"], case["label"], case["mask"], args.spacing)
+            d = prepare_case(case["image"], case["label"], case["mask"], args.spacing, intensity=args.intensity)
             stem = work / "volumes" / case["case"]
             entry = {
                 "case": case["case"],
@@ -353,6 +367,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--label-name", default="OTMultiClass.nii.gz")
     parser.add_argument("--mask-name", default="brainmask.nii.gz")
     parser.add_argument("--datalist", help="JSON with 'training' and 'validation' lists of {'image', 'label'[, 'mask']}")
+    parser.add_argument("--intensity", choices=("mri", "ct", "minmax", "auto"), default="mri",
+                        help="scaling of the cases' images to [0, 1] (with a mask: the MRI window inside it)")
     parser.add_argument("--pretrain-data", nargs="+", help="volumes or folders for the Genesis pretraining (default: ../shared/data)")
     parser.add_argument("--pretrained-checkpoint", help="reuse this genesis_pretrain checkpoint instead of pretraining")
     parser.add_argument("--genesis-chest-ct", help=f"released Genesis_Chest_CT.pt (default: {RELEASED} when present)")
@@ -376,7 +392,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch threads of the main process (0: torch's default)")
     parser.add_argument("--results", default=str(common.DEFAULT_RESULTS), help="folder of the JSON and Markdown outputs")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
-    parser.add_argument("--work-dir", help="keep the prepared data and runs here (default: a temporary folder)")
+    parser.add_argument("--work-dir", help="keep the prepared data and runs here (its sub-folders volumes/, patches/, "
+                        "pretrain/, pretrain_run/ and runs/ are replaced; default: a temporary folder, removed at the end)")
     parser.add_argument("--verbose", action="store_true", help="also show the bundles' own log")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
