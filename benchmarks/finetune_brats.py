@@ -136,7 +136,8 @@ def prepare_case(image: str, label: str | None, mask: str | None, spacing, inten
 
 
 def save_nifti(tensor, path: Path, dtype=np.float32) -> str:
-    """Write a channel-first ``MetaTensor`` (channel 0) as NIfTI with its affine."""
+    """Write a channel-first ``MetaTensor`` (channel 0) as NIfTI with its affine (uncompressed ``.nii``: these
+    work files are written once and read many times)."""
     import nibabel as nib
 
     affine = np.asarray(tensor.affine, dtype=np.float64) if hasattr(tensor, "affine") else np.eye(4)
@@ -192,8 +193,8 @@ def patch_pool(cases: list[dict], patch_size, per_case: int, out_dir: Path, seed
         for i, patch in enumerate(crop(pad({"image": case["image"], "label": case["label"]}))):
             stem = out_dir / f"{case['case']}_{i:03d}"
             pool.append({
-                "image": save_nifti(patch["image"], Path(f"{stem}_image.nii.gz")),
-                "label": save_nifti(patch["label"], Path(f"{stem}_label.nii.gz"), np.uint8),
+                "image": save_nifti(patch["image"], Path(f"{stem}_image.nii")),
+                "label": save_nifti(patch["label"], Path(f"{stem}_label.nii"), np.uint8),
             })
     return pool
 
@@ -218,8 +219,8 @@ def prepare_data(args, work: Path) -> dict:
             stem = work / "volumes" / case["case"]
             entry = {
                 "case": case["case"],
-                "image": save_nifti(d["image"], Path(f"{stem}_image.nii.gz")),
-                "label": save_nifti(d["label"], Path(f"{stem}_label.nii.gz"), np.uint8),
+                "image": save_nifti(d["image"], Path(f"{stem}_image.nii")),
+                "label": save_nifti(d["label"], Path(f"{stem}_label.nii"), np.uint8),
                 "shape": list(d["image"].shape[1:]),
                 "tumour_voxels": int(d["label"].sum()),
             }
@@ -234,7 +235,7 @@ def prepare_data(args, work: Path) -> dict:
         for i, (path, intensity, mask) in enumerate(sources):
             d = prepare_case(path, None, mask, args.spacing, intensity=intensity)
             name = Path(path).name.split(".")[0]
-            pretrain.append(save_nifti(d["image"], work / "pretrain" / f"{i:02d}_{name}.nii.gz"))
+            pretrain.append(save_nifti(d["image"], work / "pretrain" / f"{i:02d}_{name}.nii"))
     strip = ("image_tensor", "label_tensor")
     return {
         "training": [{k: v for k, v in c.items() if k not in strip} for c in prepared["training"]],

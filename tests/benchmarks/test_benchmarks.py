@@ -98,7 +98,7 @@ def test_brats_smoke(phantom_dir, tmp_path):
     # the pretrained runs loaded the pretraining's weights, the scratch ones none
     assert all((r["tensors_loaded"] > 0) == (r["init"] == "genesis_real") for r in saved["runs"])
     assert math.isfinite(saved["pretraining"]["best_val_mse"])
-    assert saved["pretraining"]["volumes"] == ["00_phantom_000.nii.gz", "01_phantom_001.nii.gz"]
+    assert saved["pretraining"]["volumes"] == ["00_phantom_000.nii", "01_phantom_001.nii"]
     assert saved["config"]["patch_pool"] == 4
     assert "Genesis Chest CT not run" in table and "released file was not found" in saved["notes"][0]
 
