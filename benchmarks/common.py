@@ -260,7 +260,7 @@ class PeakMemory:
             self.tree_peak = max(self.tree_peak, process_tree_rss())
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> PeakMemory:  # noqa: PYI034
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self

@@ -45,7 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 BUNDLE = "genesis_segmentation"
 INITS = ("scratch", "genesis_real", "genesis_chest_ct")
@@ -459,7 +459,7 @@ def main(argv=None) -> dict:
         for fraction in args.fractions:
             for seed in args.seeds:
                 order = np.random.default_rng(seed).permutation(len(data["pool"]))
-                count = max(args.batch_size, int(round(fraction * len(data["pool"]))))
+                count = max(args.batch_size, round(fraction * len(data["pool"])))
                 chosen = [data["pool"][i] for i in sorted(order[:count])]
                 listing = work / f"datalist_{fraction:g}_{seed}.json"
                 listing.write_text(json.dumps({

@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 BUNDLE = "genesis_pretrain"
 PATHS = ("per_sample", "batched")
@@ -89,11 +89,15 @@ class StepTimer:
     def _epoch_started(self, engine) -> None:
         self._epoch_start = self._now()
         self._iter_end = None
+        if self.warmup == 0:
+            self.measure_start = self._epoch_start
 
     def _iteration_started(self, engine) -> None:
         now = self._now()
         if self._iter_end is None:
             self.first_wait = now - self._epoch_start
+            if self.warmup == 0:
+                self.waits.append(self.first_wait)
         elif engine.state.iteration > self.warmup:
             self.waits.append(now - self._iter_end)
         self._iter_start = now
@@ -154,7 +158,10 @@ def run_one(args, path: str, workers: int) -> dict:
         trainer = workflow.parser.get_parsed_content("train#trainer")
         timer.attach(trainer)
         setup_s = clock()
-        trainer.run()
+        try:
+            trainer.run()
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
     if len(timer.computes) < args.steps:
         raise ValueError(
             f"only {len(timer.computes)} of {args.steps} steps ran: the data gives too few batches; "
@@ -188,7 +195,7 @@ def run_isolated(args, path: str, workers: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), *args.argv, "--_one", path, str(workers), "--_out", str(out)]
-        completed = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        completed = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if completed.returncode != 0 or not out.is_file():
             raise RuntimeError(f"the {path} run with {workers} workers failed:\n{completed.stdout[-4000:]}")
         return json.loads(out.read_text())

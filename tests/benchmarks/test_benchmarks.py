@@ -14,8 +14,8 @@ from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import common, finetune_adrenal, finetune_brats, pretraining_throughput  # noqa: E402
-from monai_genesis.data import write_ct_phantoms  # noqa: E402
+from benchmarks import common, finetune_adrenal, finetune_brats, pretraining_throughput
+from monai_genesis.data import write_ct_phantoms
 
 
 def read_results(folder, name):
