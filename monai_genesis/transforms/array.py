@@ -14,6 +14,7 @@ on the training device.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 from .flip import draw_flips, flip_items
 from .nonlinear import apply_lut, bezier_lut, draw_nonlinear, percentile_range
 from .painting import INPAINT_MIN_SIZE, OUTPAINT_MIN_SIZE, draw_inpaint_boxes, draw_outpaint_boxes, paint
-from .shuffle import draw_blocks, local_shuffle
+from .shuffle import blocks_touching, draw_blocks, local_shuffle
 from .utils import check_channel_first, check_intensity, check_min_spatial_size, torch_generator
 
 __all__ = [
@@ -433,17 +434,44 @@ class RandGenesisCorruption(RandomizableTransform):
             check_intensity(x, self.value_range, name)
         target = self.flip.flip_batch(x)
         items = target.reshape(-1, *spatial)
-        items = self.shuffle.corrupt_items(items)
-        items = self.nonlinear.corrupt_items(items)
         n = items.shape[0]
+        # painting does not depend on the image, so it is drawn first: the shuffle then skips the blocks that
+        # out-painting covers with noise anyway, which leaves every kept voxel's distribution as it was
         painted = self.R.rand(n) < self.paint_rate
         inpainted = painted & (self.R.rand(n) < self.inpaint_rate)
-        items = self.inpaint.corrupt_items(items, selected=inpainted)
-        items = self.outpaint.corrupt_items(items, selected=painted & ~inpainted)
+        self.inpaint.randomize(items, selected=inpainted)
+        self.outpaint.randomize(items, selected=painted & ~inpainted)
+        self.shuffle.randomize(items)
+        self._skip_erased_blocks()
+        items = self.shuffle.corrupt_items(items, randomize=False)
+        items = self.nonlinear.corrupt_items(items)
+        items = self.inpaint.corrupt_items(items, randomize=False)
+        items = self.outpaint.corrupt_items(items, randomize=False)
         corrupted = items.reshape(x.shape)
         if corrupted.data_ptr() == target.data_ptr():
             corrupted = corrupted.clone()
         return corrupted, target
+
+    def _skip_erased_blocks(self) -> None:
+        """Keep only the shuffled blocks of out-painted items that overlap one of their kept boxes."""
+        shuffled, outpainted = self.shuffle._selected, self.outpaint._selected
+        if not (shuffled & outpainted).any():
+            return
+        blocks, boxes = self.shuffle._params, self.outpaint._params
+        starts, stops, used = boxes.starts, boxes.stops, boxes.used
+        if not (shuffled == outpainted).all():
+            # per shuffled item: its out-painting boxes, or one box over the whole image
+            rows = np.flatnonzero(shuffled)
+            erased = outpainted[rows]
+            source = (np.cumsum(outpainted) - 1)[rows][erased]
+            starts = np.zeros((len(rows), *boxes.starts.shape[1:]), dtype=np.int64)
+            stops = np.full_like(starts, np.iinfo(np.int32).max)
+            used = np.zeros(starts.shape[:2], dtype=bool)
+            used[:, 0] = True
+            starts[erased], stops[erased], used[erased] = boxes.starts[source], boxes.stops[source], boxes.used[source]
+        as_tensor = functools.partial(torch.as_tensor, device=blocks.sizes.device)
+        keep = blocks_touching(blocks, as_tensor(starts), as_tensor(stops), as_tensor(used))
+        self.shuffle._params = blocks.select(keep)
 
     def __call__(self, img: NdarrayOrTensor) -> tuple[NdarrayOrTensor, NdarrayOrTensor]:
         """Corrupt ``img``; returns ``(corrupted, target)`` of the input's type and device."""

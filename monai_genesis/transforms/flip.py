@@ -24,24 +24,22 @@ def draw_flips(R: np.random.RandomState, n: int, spatial_dims: int, flip_rate: f
         max_flips: at most this many flips.
     """
     go = R.rand(n, max_flips) < flip_rate
-    count = np.cumprod(go, axis=1).sum(axis=1)
+    used = np.cumprod(go, axis=1).astype(bool)  # flips continue while each draw succeeds
     axes = R.randint(0, spatial_dims, size=(n, max_flips))
-    used = np.arange(max_flips)[None] < count[:, None]
-    parity = np.zeros((n, spatial_dims), dtype=np.int64)
-    for k in range(max_flips):
-        parity[np.arange(n), axes[:, k]] += used[:, k]
-    return parity % 2 == 1
+    flips = (np.eye(spatial_dims, dtype=np.int64)[axes] * used[..., None]).sum(axis=1)
+    return flips % 2 == 1
 
 
 def flip_items(x: torch.Tensor, flips: np.ndarray) -> torch.Tensor:
     """Flip each sample of ``x`` (``(n, C, *spatial)``) along the axes marked in ``flips`` (``(n, spatial_dims)``)."""
-    out = x
-    for pattern in {tuple(row) for row in flips.tolist()}:
-        dims = [2 + a for a, f in enumerate(pattern) if f]
-        if not dims:
-            continue
-        if out is x:
-            out = x.clone()
-        sel = torch.as_tensor(np.flatnonzero((flips == np.array(pattern)).all(axis=1)), device=x.device)
-        out[sel] = torch.flip(x[sel], dims)
+    patterns = np.unique(flips, axis=0)
+    if len(patterns) == 1:  # every sample flips alike (always so for one sample)
+        dims = [2 + a for a in np.flatnonzero(patterns[0])]
+        return torch.flip(x, dims) if dims else x
+    out = x.clone()
+    for pattern in patterns:
+        dims = [2 + a for a in np.flatnonzero(pattern)]
+        if dims:
+            sel = torch.as_tensor(np.flatnonzero((flips == pattern).all(axis=1)), device=x.device)
+            out[sel] = torch.flip(x[sel], dims)
     return out

@@ -14,6 +14,7 @@ mode the curve is stretched from ``[0, 1]`` to the input's 0.1st–99.9th percen
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,14 @@ def draw_nonlinear(R: np.random.RandomState, n: int, invert_prob: float = 0.5) -
     return NonlinearParams(control_points, increasing)
 
 
+@functools.lru_cache(maxsize=8)
+def _basis(num_points: int, lut_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bernstein weights of ``P0..P3`` at ``num_points`` values of ``t`` (from P3 to P0), and the table's grid."""
+    t = torch.linspace(0.0, 1.0, num_points, device=device)
+    weights = torch.stack([t**3, 3 * t**2 * (1 - t), 3 * t * (1 - t) ** 2, (1 - t) ** 3])
+    return weights, torch.linspace(0.0, 1.0, lut_size, device=device)[None]
+
+
 def bezier_lut(
     params: NonlinearParams, device: torch.device | str = "cpu", num_points: int = 4096, lut_size: int = 4097
 ) -> torch.Tensor:
@@ -54,8 +63,7 @@ def bezier_lut(
         num_points: number of ``t`` values at which the curve is sampled.
         lut_size: number of entries of the table over ``[0, 1]``.
     """
-    t = torch.linspace(0.0, 1.0, num_points, device=device)
-    weights = torch.stack([t**3, 3 * t**2 * (1 - t), 3 * t * (1 - t) ** 2, (1 - t) ** 3])  # P0, P1, P2, P3
+    weights, grid = _basis(num_points, lut_size, torch.device(device))
     cp = torch.as_tensor(params.control_points, dtype=torch.float32, device=device)
     n = cp.shape[0]
     points = torch.cat([cp.new_zeros(n, 1, 2), cp, cp.new_ones(n, 1, 2)], dim=1)  # (n, 4, 2)
@@ -67,7 +75,7 @@ def bezier_lut(
     elif params.increasing.any():
         increasing = torch.as_tensor(params.increasing, device=device)[:, None]
         ys = torch.where(increasing, ys.sort(dim=1).values, ys)
-    grid = torch.linspace(0.0, 1.0, lut_size, device=device).expand(n, -1).contiguous()
+    grid = grid.expand(n, -1).contiguous()
     j = torch.searchsorted(xs, grid).clamp_(1, num_points - 1)
     x0, x1 = xs.gather(1, j - 1), xs.gather(1, j)
     y0, y1 = ys.gather(1, j - 1), ys.gather(1, j)
@@ -94,13 +102,13 @@ def apply_lut(
         flat = (flat - low) / span
     pos = flat.clamp(0.0, 1.0).mul_(size - 1)
     idx = pos.to(torch.int32).clamp_(max=size - 2)
-    frac = pos.sub_(idx)
+    frac = pos.sub_(idx).reshape(-1)
     if n > 1:
         idx += torch.arange(0, n * size, size, dtype=torch.int32, device=idx.device)[:, None]
     table = lut.reshape(-1)
     idx = idx.reshape(-1)
     below = table.index_select(0, idx)
-    out = (table.index_select(0, idx + 1) - below).mul_(frac.reshape(-1)).add_(below).reshape(n, -1)
+    out = table.index_select(0, idx.add_(1)).sub_(below).mul_(frac).add_(below).reshape(n, -1)
     if scaled:
         out = out.mul_(span).add_(low)
     return out.reshape(items.shape).to(items.dtype)

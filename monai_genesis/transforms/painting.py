@@ -124,10 +124,14 @@ def paint(
     """
     nd = items.ndim - 1
     mask = box_mask(items.shape[1:], boxes, items.device)
-    noise = torch.rand(items.shape, generator=generator, device=items.device, dtype=torch.float32)
     if isinstance(low, torch.Tensor):
         low, high = low.reshape(-1, *([1] * nd)), high.reshape(-1, *([1] * nd))
-    if not (isinstance(low, float) and low == 0.0 and high == 1.0):
-        noise = noise * (high - low) + low
-    noise = noise.to(items.dtype)
-    return torch.where(mask, items, noise) if keep_inside else torch.where(mask, noise, items)
+    scaled = not (isinstance(low, float) and low == 0.0 and high == 1.0)
+    if keep_inside or scaled:
+        noise = torch.rand(items.shape, generator=generator, device=items.device)
+        noise = (noise * (high - low) + low if scaled else noise).to(items.dtype)
+        return torch.where(mask, items, noise) if keep_inside else torch.where(mask, noise, items)
+    # in-painting holes cover a few percent of the voxels: draw noise for those only
+    holes = int(mask.sum())
+    noise = torch.rand(holes, generator=generator, device=items.device).to(items.dtype)
+    return items.masked_scatter(mask, noise)

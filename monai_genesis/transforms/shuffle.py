@@ -22,16 +22,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ShuffleParams", "draw_blocks", "local_shuffle", "max_block_size"]
+__all__ = ["ShuffleParams", "blocks_touching", "draw_blocks", "local_shuffle", "max_block_size"]
 
 
 @dataclass
 class ShuffleParams:
-    """Block sizes and origins, both ``(n * num_blocks, spatial_dims)`` int32 tensors, items one after the other."""
+    """Blocks of one or more items: ``sizes`` and ``origins`` ``(m, spatial_dims)`` and ``item`` ``(m,)``, the item
+    each block belongs to, all int32 tensors. Blocks are in drawing order, an item's blocks one after the other."""
 
     sizes: torch.Tensor
     origins: torch.Tensor
-    num_blocks: int
+    item: torch.Tensor
+
+    def select(self, keep: torch.Tensor) -> ShuffleParams:
+        """The blocks where ``keep`` is True, in the same order."""
+        return ShuffleParams(self.sizes[keep], self.origins[keep], self.item[keep])
 
 
 def max_block_size(spatial_shape: Sequence[int], block_fraction: float = 0.1) -> tuple[int, ...]:
@@ -67,7 +72,31 @@ def draw_blocks(
     )
     room = torch.as_tensor(tuple(spatial_shape), dtype=torch.int32, device=device) - sizes + 1
     origins = (torch.rand(room.shape, generator=generator, device=device) * room).to(torch.int32)
-    return ShuffleParams(sizes, origins, num_blocks)
+    item = torch.arange(n, dtype=torch.int32, device=device).repeat_interleave(num_blocks)
+    return ShuffleParams(sizes, origins, item)
+
+
+def blocks_touching(params: ShuffleParams, starts: torch.Tensor, stops: torch.Tensor, used: torch.Tensor):
+    """Which blocks overlap at least one used box of their item: the only blocks that matter where everything
+    outside the boxes is replaced afterwards (out-painting).
+
+    Args:
+        params: the blocks.
+        starts: box starts per item ``(n, boxes, spatial_dims)``; with ``n == 1`` they apply to every block.
+        stops: box ends (exclusive), same shape.
+        used: which boxes are used ``(n, boxes)``.
+    """
+    starts, stops = starts.to(torch.int32), stops.to(torch.int32)
+    if starts.shape[0] > 1:
+        item = params.item.long()
+        starts, stops, ok = starts[item], stops[item], used[item]
+    else:
+        ok = used.expand(params.item.shape[0], -1).clone()
+    lo, hi = params.origins, params.origins + params.sizes
+    # one axis at a time: reductions over a trailing axis of 2 or 3 are slow
+    for a in range(lo.shape[1]):
+        ok &= (lo[:, a, None] < stops[..., a]) & (hi[:, a, None] > starts[..., a])
+    return ok.any(-1)
 
 
 @functools.lru_cache(maxsize=16)
@@ -128,10 +157,12 @@ def local_shuffle(
         block_fraction: the ``block_fraction`` the blocks were drawn with.
     """
     n, spatial = items.shape[0], tuple(items.shape[1:])
-    nb, nvox, device = params.num_blocks, math.prod(spatial), items.device
+    nvox, device = math.prod(spatial), items.device
     table, table_start, strides, shape_strides = _offset_table(
         spatial, max_block_size(spatial, block_fraction), device
     )
+    if params.sizes.shape[0] == 0:
+        return items.clone()
     count = params.sizes.prod(1, dtype=torch.int32)
     shape_id = ((params.sizes - 1) * shape_strides).sum(1, dtype=torch.int32)
     origin = (params.origins * strides).sum(1, dtype=torch.int32)
@@ -145,9 +176,7 @@ def local_shuffle(
     marker = torch.zeros(total, dtype=torch.int32, device=device, out=buffer("marker"))
     marker.index_fill_(0, start[1:].long(), 1)
     block = torch.cumsum(marker, 0, out=buffer("block"))
-    item_offset = None
-    if n > 1:
-        item_offset = torch.div(block, nb, rounding_mode="floor").long().mul_(nvox)
+    item_offset = params.item.index_select(0, block).long().mul_(nvox) if n > 1 else None
 
     # target voxel of every pair, in the item's own flat index
     local = torch.index_select(table_start.index_select(0, shape_id) - start, 0, block, out=buffer("local"))
@@ -156,12 +185,13 @@ def local_shuffle(
     dst.add_(torch.index_select(table, 0, local, out=buffer("offset")))
 
     # a uniform permutation inside every block: sort by (block, random key); at least 16 random bits keep
-    # ties rare in blocks of up to ~100 voxels
+    # ties (whose pair keeps its order) rare in blocks of up to ~100 voxels
     vox_bits = max(1, (nvox - 1).bit_length())
-    block_bits = max(1, n * nb).bit_length()
+    block_bits = max(1, len(count)).bit_length()
     key_bits = max(vox_bits, 16)
     kdt = _int_dtype(block_bits + key_bits)
-    keys = torch.empty(total, dtype=kdt, device=device, out=buffer("keys", kdt)).random_(0, 2**key_bits, generator=generator)
+    keys = torch.empty(total, dtype=kdt, device=device, out=buffer("keys", kdt))
+    keys.random_(0, 2**key_bits, generator=generator)
     numbers = block if kdt == torch.int32 else block.to(kdt)
     keys.bitwise_or_(numbers.add_(1).bitwise_left_shift_(key_bits))  # block numbers from 1
     sorted_out = (buffer("sorted", kdt), buffer("order", torch.int64))

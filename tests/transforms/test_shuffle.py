@@ -10,7 +10,9 @@ from monai_genesis.transforms.shuffle import ShuffleParams, draw_blocks, local_s
 
 def _blocks(sizes, origins):
     return ShuffleParams(
-        torch.as_tensor(sizes, dtype=torch.int32), torch.as_tensor(origins, dtype=torch.int32), len(sizes)
+        torch.as_tensor(sizes, dtype=torch.int32),
+        torch.as_tensor(origins, dtype=torch.int32),
+        torch.zeros(len(sizes), dtype=torch.int32),
     )
 
 
@@ -30,7 +32,7 @@ def test_last_block_wins_with_sources_inside_it(shape, n):
     image = torch.arange(n * nvox, dtype=torch.float32).reshape(n, *shape)
     out = local_shuffle(image, params, torch.Generator().manual_seed(4), block_fraction=0.2)
     for i in range(n):
-        blocks = ShuffleParams(params.sizes[i * nb : (i + 1) * nb], params.origins[i * nb : (i + 1) * nb], nb)
+        blocks = params.select(params.item == i)
         source = out[i].numpy().astype(np.int64) - i * nvox
         assert source.min() >= 0 and source.max() < nvox  # nothing leaks between the items of a batch
         owner = _literal_owner(shape, blocks)
@@ -94,5 +96,44 @@ def test_same_result_without_the_cpu_workspace(monkeypatch):
     monkeypatch.setattr(shuffle, "_buffer", lambda *args: None)
     without = local_shuffle(image, params, torch.Generator().manual_seed(1))
     assert torch.equal(with_workspace, without)
-    single = local_shuffle(image[:1], shuffle.ShuffleParams(params.sizes[:2000], params.origins[:2000], 2000))
+    single = local_shuffle(image[:1], params.select(params.item == 0))
     assert single.shape == (1, 24, 20, 12)
+
+
+def test_blocks_touching_keeps_exactly_the_blocks_overlapping_a_used_box():
+    from monai_genesis.transforms.shuffle import blocks_touching
+
+    params = draw_blocks(torch.Generator().manual_seed(5), 2, (30, 30, 20), num_blocks=400)
+    starts = torch.tensor([[[3, 3, 3], [10, 12, 4]], [[5, 6, 7], [0, 0, 0]]])
+    stops = torch.tensor([[[9, 9, 9], [20, 25, 10]], [[15, 16, 17], [30, 30, 20]]])
+    used = torch.tensor([[True, True], [True, False]])
+    keep = blocks_touching(params, starts, stops, used)
+    for b in range(len(keep)):
+        i = int(params.item[b])
+        lo, hi = params.origins[b], params.origins[b] + params.sizes[b]
+        touches = any(
+            bool(used[i, k]) and bool(((lo < stops[i, k]) & (hi > starts[i, k])).all()) for k in range(2)
+        )
+        assert bool(keep[b]) == touches
+    assert 0 < keep.float().mean() < 1
+
+
+def test_pipeline_shuffles_the_kept_boxes_as_the_shuffle_alone():
+    from monai_genesis.transforms import RandGenesisCorruption
+    from monai_genesis.transforms.painting import box_mask
+
+    c = RandGenesisCorruption(flip_rate=0, local_rate=1, nonlinear_rate=0, paint_rate=1, inpaint_rate=0)
+    c.set_random_state(0)
+    alone = RandLocalPixelShuffle(prob=1.0)
+    alone.set_random_state(1)
+    x = torch.arange(64 * 64 * 32, dtype=torch.float32).reshape(1, 1, 64, 64, 32) / (64 * 64 * 32)
+    pipeline_changed, alone_changed = [], []
+    for _ in range(12):
+        out, _ = c.corrupt_batch(x)
+        kept = box_mask((64, 64, 32), c.outpaint._params)[0]
+        assert c.shuffle._params.sizes.shape[0] < 10000  # blocks out of the kept boxes were skipped
+        inside = out[0, 0][kept]
+        assert torch.isin(inside, x).all()  # kept voxels come from the image, not from the noise
+        pipeline_changed.append((inside != x[0, 0][kept]).float().mean().item())
+        alone_changed.append((alone(x[0])[0][kept] != x[0, 0][kept]).float().mean().item())
+    assert abs(np.mean(pipeline_changed) - np.mean(alone_changed)) < 0.01
