@@ -72,6 +72,9 @@ class ResumeHandler:
         map_location: device to load the checkpoint tensors to.
         prefix: file prefix of the checkpoints.
         save: write the checkpoints; under DDP only rank 0 should (every rank still restores).
+        best_saver: the validation ``CheckpointSaver`` that keeps the best model by a key metric; its record of the
+            best score is saved and restored too, so that a resumed run does not replace the best model with the
+            first, possibly worse, model it validates.
     """
 
     def __init__(
@@ -82,11 +85,18 @@ class ResumeHandler:
         map_location=None,
         prefix: str = RESUME_PREFIX,
         save: bool = True,
+        best_saver: CheckpointSaver | None = None,
     ) -> None:
         if "trainer" in save_dict:
             raise ValueError("save_dict must not hold 'trainer': the engine this handler is attached to is added.")
         self.ckpt_dir = ckpt_dir
         self.save_dict = dict(save_dict)
+        best = getattr(best_saver, "_key_metric_checkpoint", None)
+        if best_saver is not None and best is None:
+            raise ValueError("best_saver must be a CheckpointSaver with save_key_metric=True.")
+        if best is not None:
+            # ignite's Checkpoint (the saver's key-metric part) has state_dict/load_state_dict of its best scores
+            self.save_dict["best_model_record"] = best
         self.prefix = prefix
         self.map_location = map_location
         if isinstance(resume, str):

@@ -80,3 +80,50 @@ def test_resume_handler_without_saving(tmp_path):
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     assert _train(net, opt, 2, ResumeHandler(str(tmp_path), {"model": net, "optimizer": opt}, save=False)) == [1, 2]
     assert os.listdir(tmp_path) == []
+
+
+def _validate_and_keep_best(tmp_path, net, scores, resume):
+    """Train one epoch per score (each epoch adds 1 to the weights); the 'validation' after each epoch reports
+    that score (lower is better)."""
+    from monai.handlers import CheckpointSaver
+
+    evaluator = Engine(lambda e, b: None)
+    evaluator.state.key_metric_name = "mse"
+    evaluator.add_event_handler(
+        Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(mse=scores[trainer.state.epoch - 1])
+    )
+    best = CheckpointSaver(
+        str(tmp_path), {"model": net}, save_key_metric=True, key_metric_filename="model.pt", key_metric_negative_sign=True
+    )
+    best.attach(evaluator)
+
+    def step(engine, batch):
+        with torch.no_grad():
+            net.weight.add_(1.0)
+
+    trainer = Engine(step)
+    ResumeHandler(str(tmp_path), {"model": net}, resume=resume, best_saver=best).attach(trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([0]))
+    trainer.run([0], max_epochs=len(scores))
+
+
+def _saved_weight(tmp_path):
+    return float(torch.load(tmp_path / "model.pt", weights_only=True)["weight"][0, 0])
+
+
+def test_resumed_run_keeps_the_best_model_of_the_first_run(tmp_path):
+    from monai.handlers import CheckpointSaver
+
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    _validate_and_keep_best(tmp_path, net, [0.5, 0.1], resume=False)
+    assert _saved_weight(tmp_path) == 2.0  # best: epoch 2
+    # resumed at epoch 2: epoch 3 validates worse (0.3), so the best model of the first run stays
+    _validate_and_keep_best(tmp_path, net, [0.5, 0.1, 0.3], resume=True)
+    assert _saved_weight(tmp_path) == 2.0
+    # resumed at epoch 3: epoch 4 validates better (0.05) and replaces it
+    _validate_and_keep_best(tmp_path, net, [0.5, 0.1, 0.3, 0.05], resume=True)
+    assert _saved_weight(tmp_path) == 4.0
+    with pytest.raises(ValueError, match="save_key_metric"):
+        ResumeHandler(str(tmp_path), {"model": net}, best_saver=CheckpointSaver(str(tmp_path), {"model": net}))
