@@ -20,20 +20,10 @@ def smooth_cube(seed: int = 0, shape=(1, 32, 32, 16)) -> np.ndarray:
 
 
 def chest_ct_cubes(path, n: int = 64, seed: int = 0) -> np.ndarray:
-    """Cubes of 64×64×32 cut at random from a chest CT as in section 2.7 of the reference: HU clipped to
-    [-1000, 1000] and scaled to [0, 1], x/y at least 100 voxels from the border, any z."""
-    import nibabel as nib
+    """Cubes of 64×64×32 cut at random from a chest CT as in section 2.7 of the reference."""
+    from benchmarks.faithfulness import cut_cubes
 
-    vol = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
-    vol = (np.clip(vol, -1000, 1000) + 1000) / 2000
-    rng = np.random.RandomState(seed)
-    cubes = []
-    for _ in range(n):
-        x = rng.randint(100, vol.shape[0] - 100 - 64 + 1)
-        y = rng.randint(100, vol.shape[1] - 100 - 64 + 1)
-        z = rng.randint(0, vol.shape[2] - 32 + 1)
-        cubes.append(vol[x : x + 64, y : y + 64, z : z + 32][None])
-    return np.stack(cubes)
+    return cut_cubes(str(path), n, seed)
 
 
 def changed_stats(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
