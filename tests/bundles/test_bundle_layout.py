@@ -67,7 +67,7 @@ def test_train_config_defines_network_contract(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_verify_net_in_out(name, caplog):
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="monai"):
         verify_net_in_out(
             net_id="network_def",
             meta_file=config(name, "metadata"),

@@ -23,7 +23,7 @@ def test_split_is_fixed_and_disjoint():
 
 
 def test_pretrain_datalist_defaults_to_phantoms(tmp_path, caplog):
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="monai_genesis"):
         parts = pretrain_datalist(None, str(tmp_path), num_phantoms=3, phantom_shape=(16, 16, 16))
     assert len(parts["training"]) == 2 and len(parts["validation"]) == 1
     assert all(i["image"].startswith(str(tmp_path / "phantoms")) for i in parts["training"])
