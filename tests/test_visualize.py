@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -56,3 +57,11 @@ def test_restoration_grid(tmp_path):
     assert img.width == 3 * 16 + 2 * 2
     assert img.height == 14 + 4 * (35 + 2)
     assert middle_slices(torch.rand(1, 10, 12)).shape == (10, 12)
+
+
+@pytest.mark.parametrize("command, flag", [("preview", "--window"), ("package", "--bundle")])
+def test_cli_help(command, flag):
+    done = subprocess.run(
+        [sys.executable, "-m", "monai_genesis", command, "--help"], capture_output=True, text=True, env={**os.environ, "PAGER": "cat"}
+    )
+    assert done.returncode == 0 and flag in done.stdout
