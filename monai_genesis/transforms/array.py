@@ -89,11 +89,10 @@ class _ItemCorruption(RandomizableTransform):
     def apply(self, items: torch.Tensor, params: Any, low, high, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
-    def bounds(self, items: torch.Tensor):
-        """The per-item value range: the declared one, or the 0.1st–99.9th percentiles in z-score mode."""
-        if self.zscore:
-            return percentile_range(items)
-        return self.value_range
+    def bounds(self, items: torch.Tensor) -> tuple:
+        """The value range ``(low, high)``: the declared one, or per item the 0.1st–99.9th percentiles in z-score
+        mode."""
+        return percentile_range(items) if self.zscore else self.value_range
 
     def randomize(self, data: torch.Tensor, selected: np.ndarray | None = None) -> None:
         """Draw which items to corrupt and their parameters.
@@ -130,16 +129,12 @@ class _ItemCorruption(RandomizableTransform):
             return items
         generator = torch_generator(self.R, items.device)
         if self._selected.all():
-            return self.apply(items, self._params, *self._item_bounds(items), generator)
+            return self.apply(items, self._params, *self.bounds(items), generator)
         index = torch.as_tensor(np.flatnonzero(self._selected), device=items.device)
         chosen = items.index_select(0, index)
         out = items.clone()
-        out[index] = self.apply(chosen, self._params, *self._item_bounds(chosen), generator)
+        out[index] = self.apply(chosen, self._params, *self.bounds(chosen), generator)
         return out
-
-    def _item_bounds(self, items: torch.Tensor):
-        low_high = self.bounds(items)
-        return low_high if self.zscore else (float(low_high[0]), float(low_high[1]))
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         """Corrupt each channel of ``img``; returns a new image of the same type and device."""
@@ -233,10 +228,7 @@ class RandLocalPixelShuffle(_ItemCorruption):
         self.num_blocks, self.block_fraction = int(num_blocks), float(block_fraction)
 
     def bounds(self, items):
-        return (0.0, 1.0) if self.zscore else self.value_range
-
-    def _item_bounds(self, items):
-        return (0.0, 1.0)
+        return None, None  # a permutation needs no value range
 
     def draw(self, n, spatial_shape, device):
         generator = torch_generator(self.R, device)
@@ -480,7 +472,7 @@ class RandGenesisCorruption(RandomizableTransform):
         img_t = convert_to_tensor(img, track_meta=False)
         corrupted, target = self.corrupt_batch(img_t[None])
         corrupted, target = corrupted[0], target[0]
-        target = img_t.clone() if target is img_t or target.data_ptr() == img_t.data_ptr() else target
+        target = img_t.clone() if target.data_ptr() == img_t.data_ptr() else target
         if isinstance(img, MetaTensor) and get_track_meta():
             return convert_to_dst_type(corrupted, dst=img)[0], convert_to_dst_type(target, dst=img)[0]
         if isinstance(img, np.ndarray):
