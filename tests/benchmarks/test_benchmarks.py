@@ -173,3 +173,20 @@ def test_throughput_acceptance():
     verdict = pretraining_throughput.check_acceptance([row, slow], torch.device("cpu"))
     assert not verdict["passed"] and verdict["checks"]["per_sample"] == {"data_wait_ok": False, "peak_rss_ok": True}
     assert pretraining_throughput.check_acceptance([dict(row, workers=1)], torch.device("cpu")) is None
+
+
+def test_brats_released_checkpoint_arm(phantom_dir, tmp_path):
+    """The released-weights arm loads a file in the released format into the width-32 network."""
+    from monai_genesis.networks import GenesisUNet
+    from monai_genesis.weights import save_official_checkpoint
+
+    released = save_official_checkpoint(GenesisUNet(features=32), tmp_path / "Genesis_Chest_CT.pt")
+    finetune_brats.main(
+        ["--setting", "smoke", "--datalist", str(phantom_dir / "datalist.json"), "--features", "32",
+         "--genesis-chest-ct", str(released), "--inits", "scratch", "genesis_chest_ct", "--fractions", "1.0",
+         "--results", str(tmp_path)]
+    )
+    saved, table = read_results(tmp_path, "finetune_brats_smoke_cpu")
+    assert [(r["init"], r["tensors_loaded"]) for r in saved["runs"]] == [("scratch", 0), ("genesis_chest_ct", 104)]
+    assert saved["pretraining"] is None and saved["notes"] == []
+    assert "Genesis Chest CT (released)" in table
