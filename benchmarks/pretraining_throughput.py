@@ -135,7 +135,8 @@ def run_one(args, path: str, workers: int) -> dict:
     work_dir = Path(tempfile.mkdtemp(prefix=f"genesis_throughput_{path}_{workers}_", dir=args.work_dir))
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.init()  # the peak-memory counters exist once CUDA is initialised
+        torch.cuda.reset_peak_memory_stats(torch.device(device).index or 0)
     timer = StepTimer(args.warmup, args.steps, sync)
     clock = common.Stopwatch()
     with common.PeakMemory() as memory:
@@ -186,7 +187,7 @@ def run_one(args, path: str, workers: int) -> dict:
         else float(trainer.state.output["loss"]),
     }
     if device.type == "cuda":
-        result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(torch.device(device).index or 0) / 2**30
     return result
 
 
