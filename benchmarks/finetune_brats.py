@@ -414,7 +414,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    common.setup_logging(args.verbose)
     common.set_threads(args.threads)
     device = common.resolve_device(args.device)
     clock = common.Stopwatch()
@@ -526,4 +525,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    # only as a script: configuring logging inside main() would change it for whoever imports the module
+    common.setup_logging("--verbose" in sys.argv)
     main()

@@ -283,7 +283,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    common.setup_logging(args.verbose)
     common.set_threads(args.threads)
     if args._one:
         result = run_one(args, args._one[0], int(args._one[1]))
@@ -336,4 +335,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    # only as a script: configuring logging inside main() would change it for whoever imports the module
+    common.setup_logging("--verbose" in sys.argv)
     main()
