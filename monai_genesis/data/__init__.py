@@ -8,6 +8,7 @@ from monai_genesis.data.datalists import (
     split_datalist,
     volume_datalist,
 )
+from monai_genesis.data.geometry import FeatureGridAffined
 from monai_genesis.data.discovery import VOLUME_SUFFIXES, check_datalist, find_volumes, read_spatial_shape
 from monai_genesis.data.intensity import (
     INTENSITY_SETTINGS,
@@ -26,6 +27,7 @@ from monai_genesis.data.phantoms import (
 )
 
 __all__ = [
+    "FeatureGridAffined",
     "INTENSITY_SETTINGS",
     "PHANTOM_LABELS",
     "VOLUME_SUFFIXES",

@@ -2,9 +2,10 @@
 
 from monai_genesis.networks.classifier import GenesisClassifier
 from monai_genesis.networks.genesis_unet import GENESIS_NORMS, GenesisEncoder, GenesisUNet, GenesisUpBlock, genesis_norm
-from monai_genesis.networks.layers import GenesisBatchNorm, NetWithActivation, make_activation
+from monai_genesis.networks.layers import EncoderFeatures, GenesisBatchNorm, NetWithActivation, make_activation
 
 __all__ = [
+    "EncoderFeatures",
     "GENESIS_NORMS",
     "GenesisBatchNorm",
     "GenesisClassifier",

@@ -8,7 +8,7 @@ from monai.networks.layers.factories import Norm
 from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
-__all__ = ["GenesisBatchNorm", "NetWithActivation", "make_activation"]
+__all__ = ["EncoderFeatures", "GenesisBatchNorm", "NetWithActivation", "make_activation"]
 
 
 class GenesisBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -104,3 +104,28 @@ class NetWithActivation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run the wrapped network on ``x`` and apply the activation."""
         return self.act(self.net(x))
+
+
+class EncoderFeatures(nn.Module):
+    """
+    The bottleneck features of a network with a Genesis encoder (``GenesisUNet``, ``GenesisClassifier``).
+
+    ``net.encoder(x)`` returns ``(bottleneck, skips)``; this module returns the bottleneck alone, ``16 * features``
+    channels at ``1 / downsampling`` of the input's resolution, so it can run under a sliding-window inferer to
+    encode whole volumes. Its parameters are those of ``net``, which stays loadable as before.
+
+    Args:
+        net: a network whose ``encoder`` is a :py:class:`monai_genesis.networks.GenesisEncoder`.
+    """
+
+    downsampling = 8  # three 2x poolings
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        if not hasattr(net, "encoder"):
+            raise ValueError(f"{type(net).__name__} has no Genesis `encoder` to take features from.")
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's bottleneck of ``x``."""
+        return self.net.encoder(x)[0]

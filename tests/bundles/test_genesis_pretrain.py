@@ -179,3 +179,17 @@ def test_mri_fragment_switches_intensity(tmp_path):
     from monai.bundle import ConfigParser
 
     assert ConfigParser.load_config_file(str(REPO / "configs" / "mri.json"))["intensity"] == "mri"
+
+
+def test_inference_encodes_volumes_on_the_feature_grid(pretrain_run, tmp_path):
+    root, _ = pretrain_run
+    run_workflow(BUNDLE, "inference", root, output_dir=str(tmp_path), encode=True)
+    encoded = sorted(os.listdir(tmp_path / "features"))
+    assert encoded == [f"phantom_00{i}_features.nii.gz" for i in range(3)]
+    source = nib.load(tmp_path / "phantoms" / "phantom_001.nii.gz")
+    out = nib.load(tmp_path / "features" / "phantom_001_features.nii.gz")
+    channels = 16 * TINY[BUNDLE]["genesis_features"]
+    # (x, y, z) at 1/8 of the resolution, then the bottleneck's channels
+    assert out.shape == (*(side // 8 for side in source.shape), channels)
+    np.testing.assert_allclose(np.abs(np.diag(out.affine)[:3]), 8 * np.abs(np.diag(source.affine)[:3]), rtol=1e-5)
+    assert np.isfinite(out.get_fdata()).all() and out.get_fdata().std() > 0
