@@ -195,3 +195,33 @@ def test_metadata_schema_and_network_io(repo_root, tmp_path):
     inference = json.loads((configs / "inference.json").read_text())
     required = [p[BundlePropertyConfig.ID] for p in InferProperties.values() if p[BundleProperty.REQUIRED]]
     assert required and [i for i in required if i not in inference] == []
+
+
+def test_inference_encodes_with_the_released_weights(tmp_path, repo_root, released_checkpoint):
+    path, sha256, state_dict = released_checkpoint
+    bundle = _copy_bundle(repo_root, tmp_path / "copy", "unused", sha256)
+    (bundle / "models").mkdir()
+    shutil.copy(path, bundle / "models" / "Genesis_Chest_CT.pt")
+    data = tmp_path / "data"
+    data.mkdir()
+    hu = np.random.default_rng(1).uniform(-1200, 1200, (64, 48, 32)).astype(np.float32)
+    nib.save(nib.Nifti1Image(hu, np.diag([0.7, 0.7, 2.5, 1.0])), data / "scan.nii.gz")
+    workflow = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "inference.json"),
+        workflow_type="inference",
+        bundle_root=str(bundle),
+        dataset_dir=str(data),
+        checkpoint_sha256=sha256,
+        encode=True,
+        device="$torch.device('cpu')",
+    )
+    workflow.initialize()
+    workflow.run()
+    features = nib.load(bundle / "eval" / "features" / "scan_features.nii.gz")
+    assert features.shape == (8, 6, 4, 512)  # the 512-channel bottleneck at 1/8 of the resolution
+    np.testing.assert_allclose(np.diag(features.affine)[:3], [5.6, 5.6, 20.0], rtol=1e-5)
+    with torch.no_grad():
+        x = torch.from_numpy((np.clip(hu, -1000, 1000) + 1000) / 2000)[None, None].float()
+        net = workflow.parser.get_parsed_content("network").eval()
+        assert net.encoder(x)[0].shape == (1, 512, 8, 6, 4)
+    assert np.isfinite(features.get_fdata()).all() and features.get_fdata().std() > 0
