@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
+Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
+DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -58,9 +60,10 @@ class ResumeHandler:
     """Save the whole training state after every epoch and, with ``resume=True``, continue from the latest one.
 
     The state is ``save_dict`` (network, optimizer, scheduler, ...) plus the trainer this handler is
-    attached to (epoch and iteration), written as ``{prefix}_checkpoint_epoch=N.pt`` in ``ckpt_dir``
-    (only the newest is kept). A run stopped at any point therefore loses at most one epoch. Put this
-    handler first in the trainer's handlers, so the state is restored before the others start.
+    attached to (epoch and iteration), written as ``{prefix}_checkpoint_epoch=N.pt`` in ``ckpt_dir``.
+    Each file is written to a temporary name and then renamed, and the two newest are kept, so a complete
+    state exists even when the run is killed while writing: a run stopped at any point loses at most one
+    epoch. Put this handler first in the trainer's handlers, so the state is restored before the others start.
 
     Args:
         ckpt_dir: folder of the checkpoints.
@@ -103,7 +106,7 @@ class ResumeHandler:
             resume = resume.strip().lower() == "true"
         self.load_path = latest_checkpoint(ckpt_dir, required=True, prefix=prefix) if resume else None
         self.save = bool(save)
-        self._saver: CheckpointSaver | None = None
+        self._saver: Checkpoint | None = None
 
     def attach(self, engine: Engine) -> None:
         objects = {**self.save_dict, "trainer": engine}
@@ -112,13 +115,20 @@ class ResumeHandler:
             CheckpointLoader(load_path=self.load_path, load_dict=objects, map_location=self.map_location).attach(engine)
         if not self.save:
             return
-        self._saver = CheckpointSaver(
-            save_dir=self.ckpt_dir, save_dict=objects, file_prefix=self.prefix, save_interval=1, n_saved=1
+        # MONAI's CheckpointSaver writes in place and deletes the previous file first: a kill in between
+        # would leave no complete state
+        self._saver = Checkpoint(
+            objects,
+            DiskSaver(self.ckpt_dir, atomic=True, require_empty=False),
+            filename_prefix=self.prefix,
+            filename_pattern="{filename_prefix}_checkpoint_epoch={global_step}.{ext}",
+            n_saved=2,
+            global_step_transform=lambda engine, _: engine.state.epoch,
         )
         # attached when training starts, so it saves after every other end-of-epoch handler (scheduler step, validation)
         engine.add_event_handler(Events.STARTED, self._attach_saver)
 
     def _attach_saver(self, engine: Engine) -> None:
         if self._saver is not None:
-            self._saver.attach(engine)
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._saver)
             self._saver = None

@@ -19,7 +19,7 @@ BUNDLE = "genesis_pretrain"
 def test_train_leaves_models_logs_and_png(pretrain_run):
     root, workflow = pretrain_run
     models = sorted(os.listdir(root / "models"))
-    assert models == ["model.pt", "model_final.pt", "resume_checkpoint_epoch=2.pt"]
+    assert models == ["model.pt", "model_final.pt", "resume_checkpoint_epoch=1.pt", "resume_checkpoint_epoch=2.pt"]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(root / "eval" / "runs"))
     png = root / "eval" / "restorations.png"
     assert png.stat().st_size > 0 and png.read_bytes()[:4] == b"\x89PNG"

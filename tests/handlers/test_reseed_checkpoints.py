@@ -58,7 +58,7 @@ def test_resume_handler_saves_and_restores(tmp_path):
     net = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     assert _train(net, opt, 2, ResumeHandler(str(tmp_path), {"model": net, "optimizer": opt})) == [1, 2]
-    assert os.listdir(tmp_path) == ["resume_checkpoint_epoch=2.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["resume_checkpoint_epoch=1.pt", "resume_checkpoint_epoch=2.pt"]
     trained = net.weight.detach().clone()
     net2 = torch.nn.Linear(2, 1)
     opt2 = torch.optim.SGD(net2.parameters(), lr=0.1, momentum=0.9)
@@ -73,6 +73,27 @@ def test_resume_handler_saves_and_restores(tmp_path):
     assert len(opt2.state) == 2
     with pytest.raises(ValueError, match="trainer"):
         ResumeHandler(str(tmp_path), {"trainer": engine})
+
+
+def test_resume_state_survives_a_failure_while_writing(tmp_path, monkeypatch):
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    _train(net, opt, 3, ResumeHandler(str(tmp_path), {"model": net, "optimizer": opt}))
+    assert sorted(os.listdir(tmp_path)) == ["resume_checkpoint_epoch=2.pt", "resume_checkpoint_epoch=3.pt"]
+
+    def interrupted(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _train(net, opt, 4, ResumeHandler(str(tmp_path), {"model": net, "optimizer": opt}, resume=True))
+    monkeypatch.undo()
+    # no half-written epoch 4; the newest complete state is still there and loads
+    assert "resume_checkpoint_epoch=4.pt" not in os.listdir(tmp_path)
+    latest = latest_checkpoint(str(tmp_path))
+    assert latest.endswith("resume_checkpoint_epoch=3.pt")
+    assert torch.load(latest, weights_only=True)["trainer"]["iteration"] == 6  # 3 epochs of 2 iterations
 
 
 def test_resume_handler_without_saving(tmp_path):
