@@ -133,5 +133,4 @@ class RestorationPNGSaver(_EveryNEpochs):
     def write(self, engine: Engine, images: dict[str, torch.Tensor]) -> None:
         from monai_genesis.visualize import save_restoration_grid
 
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        save_restoration_grid(images, self.path)
+        save_restoration_grid(images, self.path)  # creates the folder
