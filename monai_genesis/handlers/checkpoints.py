@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Mapping
 
-from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver, EarlyStopHandler
 from monai.utils import IgniteInfo, min_version, optional_import
 
 Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
@@ -56,6 +56,51 @@ def negative_key_metric(engine) -> float:
     return -float(engine.state.metrics[engine.state.key_metric_name])
 
 
+class _EarlyStopState:
+    """State of an ``EarlyStopHandler`` for a checkpoint: its ignite ``EarlyStopping`` exists only once
+    ``set_trainer`` has been called, which bundles do after the handlers are made."""
+
+    def __init__(self, handler: EarlyStopHandler) -> None:
+        self.handler = handler
+
+    def _stopping(self):
+        stopping = self.handler._handler
+        if stopping is None:
+            raise RuntimeError("the EarlyStopHandler given to ResumeHandler has no trainer; call set_trainer() first.")
+        return stopping
+
+    def state_dict(self) -> dict:
+        return dict(self._stopping().state_dict())
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self._stopping().load_state_dict(state)
+
+
+# records that a resume state written before they were kept lacks: restored when present
+_OPTIONAL_RECORDS = ("best_model_record", "early_stop")
+
+
+class _ResumeLoader(CheckpointLoader):
+    """``CheckpointLoader`` of a resume state that names what the state lacks: an optional record is skipped
+    with a warning, a missing object is an error that names it."""
+
+    def __call__(self, engine: Engine) -> None:
+        import torch
+
+        saved = set(torch.load(self.load_path, map_location="cpu", weights_only=True, mmap=True))
+        missing = [k for k in self.load_dict if k not in saved]
+        required = [k for k in missing if k not in _OPTIONAL_RECORDS]
+        if required:
+            raise ValueError(
+                f"the resume state {self.load_path} has no {required} (it holds {sorted(saved)}): it was written by a "
+                "run with other training objects. Resume with the same configuration, or start a new run without --resume."
+            )
+        for key in missing:
+            logger.warning(f"the resume state {self.load_path} has no {key!r}; it starts afresh.")
+            self.load_dict.pop(key)
+        super().__call__(engine)
+
+
 class ResumeHandler:
     """Save the whole training state after every epoch and, with ``resume=True``, continue from the latest one.
 
@@ -78,6 +123,9 @@ class ResumeHandler:
         best_saver: the validation ``CheckpointSaver`` that keeps the best model by a key metric; its record of the
             best score is saved and restored too, so that a resumed run does not replace the best model with the
             first, possibly worse, model it validates.
+        early_stop: the ``EarlyStopHandler`` of the run; its best score and count of epochs without improvement
+            are saved and restored too, so that a resumed run stops where the uninterrupted one would have.
+            Its trainer must be set (``set_trainer``) before training starts.
     """
 
     def __init__(
@@ -89,6 +137,7 @@ class ResumeHandler:
         prefix: str = RESUME_PREFIX,
         save: bool = True,
         best_saver: CheckpointSaver | None = None,
+        early_stop: EarlyStopHandler | None = None,
     ) -> None:
         if "trainer" in save_dict:
             raise ValueError("save_dict must not hold 'trainer': the engine this handler is attached to is added.")
@@ -100,6 +149,8 @@ class ResumeHandler:
         if best is not None:
             # ignite's Checkpoint (the saver's key-metric part) has state_dict/load_state_dict of its best scores
             self.save_dict["best_model_record"] = best
+        if early_stop is not None:
+            self.save_dict["early_stop"] = _EarlyStopState(early_stop)
         self.prefix = prefix
         self.map_location = map_location
         if isinstance(resume, str):
@@ -112,7 +163,7 @@ class ResumeHandler:
         objects = {**self.save_dict, "trainer": engine}
         if self.load_path is not None:
             logger.info(f"resuming training from {self.load_path}")
-            CheckpointLoader(load_path=self.load_path, load_dict=objects, map_location=self.map_location).attach(engine)
+            _ResumeLoader(load_path=self.load_path, load_dict=objects, map_location=self.map_location).attach(engine)
         if not self.save:
             return
         # MONAI's CheckpointSaver writes in place and deletes the previous file first: a kill in between

@@ -96,11 +96,19 @@ def test_resume_continues_at_the_saved_epoch(pretrain_run, tmp_path):
     (tmp_path / "models" / saved.name).write_bytes(saved.read_bytes())
     workflow = make_workflow(BUNDLE, "train", tmp_path, epochs=3, resume="true")
     trainer, optimizer = workflow.trainer, workflow.parser.get_parsed_content("optimizer")
+    early_stop = workflow.parser.get_parsed_content("validate#early_stop")
     started, epochs = {}, []
-    trainer.add_event_handler(Events.STARTED, lambda e: started.update(epoch=e.state.epoch, opt=len(optimizer.state)))
+    trainer.add_event_handler(Events.STARTED, lambda e: started.update(
+        epoch=e.state.epoch, opt=len(optimizer.state), best=early_stop._handler.best_score))
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
     workflow.run()
-    assert started == {"epoch": 2, "opt": len(list(workflow.parser.get_parsed_content("network").parameters()))}
+    record = torch.load(saved, weights_only=True)["early_stop"]
+    # the early stop's best score (minus the best validation MSE) comes back with the rest of the state
+    assert record["best_score"] is not None and record["best_score"] < 0
+    assert started == {
+        "epoch": 2, "opt": len(list(workflow.parser.get_parsed_content("network").parameters())),
+        "best": record["best_score"],
+    }
     assert epochs == [3]
     assert workflow.parser.get_parsed_content("lr_scheduler").last_epoch == 3
     assert (tmp_path / "models" / "resume_checkpoint_epoch=3.pt").is_file()

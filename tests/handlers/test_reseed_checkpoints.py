@@ -1,3 +1,4 @@
+import logging
 import os
 
 import pytest
@@ -148,3 +149,59 @@ def test_resumed_run_keeps_the_best_model_of_the_first_run(tmp_path):
     assert _saved_weight(tmp_path) == 4.0
     with pytest.raises(ValueError, match="save_key_metric"):
         ResumeHandler(str(tmp_path), {"model": net}, best_saver=CheckpointSaver(str(tmp_path), {"model": net}))
+
+
+def _train_with_early_stop(tmp_path, scores, resume, patience=2):
+    """One epoch per score (lower is better) with an early stop of ``patience`` epochs; returns the last epoch."""
+    from monai.handlers import EarlyStopHandler
+
+    net = torch.nn.Linear(2, 1)
+    evaluator = Engine(lambda e, b: None)
+    evaluator.state.key_metric_name = "mse"
+    trainer = Engine(lambda e, b: None)
+    evaluator.add_event_handler(
+        Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(mse=scores[trainer.state.epoch - 1])
+    )
+    early_stop = EarlyStopHandler(patience=patience, score_function=negative_key_metric)
+    early_stop.attach(evaluator)
+    handler = ResumeHandler(str(tmp_path), {"model": net}, resume=resume, early_stop=early_stop)
+    handler.attach(trainer)
+    early_stop.set_trainer(trainer)  # as the bundles do, after the handlers are made
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([0]))
+    trainer.run([0], max_epochs=len(scores))
+    return trainer.state.epoch, early_stop._handler.counter
+
+
+def test_resumed_run_keeps_the_early_stop_count(tmp_path):
+    # best at epoch 2, then one epoch without improvement
+    assert _train_with_early_stop(tmp_path, [0.5, 0.1, 0.3], resume=False) == (3, 1)
+    saved = torch.load(tmp_path / "resume_checkpoint_epoch=3.pt", weights_only=True)["early_stop"]
+    assert saved["counter"] == 1 and saved["best_score"] == pytest.approx(-0.1)
+    # resumed: epoch 4 is the second epoch without improvement, so the run stops there, before epoch 5
+    assert _train_with_early_stop(tmp_path, [0.5, 0.1, 0.3, 0.4, 0.45], resume=True) == (4, 2)
+
+
+def test_resume_state_without_a_record_restarts_it_and_one_without_an_object_is_refused(tmp_path, caplog):
+    _train_with_early_stop(tmp_path, [0.5, 0.1, 0.3], resume=False)
+    path = tmp_path / "resume_checkpoint_epoch=3.pt"
+    state = torch.load(path, weights_only=True)
+    del state["early_stop"]  # as written before the early stop was kept
+    torch.save(state, path)
+    with caplog.at_level(logging.WARNING, logger="monai_genesis.handlers.checkpoints"):
+        # the record restarts at the resume: epoch 4 is its first best, epoch 5 its first without improvement
+        assert _train_with_early_stop(tmp_path, [0.5, 0.1, 0.3, 0.4, 0.45], resume=True) == (5, 1)
+    assert "has no 'early_stop'" in caplog.text
+    state = torch.load(tmp_path / "resume_checkpoint_epoch=5.pt", weights_only=True)
+    del state["model"]
+    torch.save(state, tmp_path / "resume_checkpoint_epoch=5.pt")
+    with pytest.raises(ValueError, match=r"has no \['model'\]"):
+        _train_with_early_stop(tmp_path, [0.5] * 6, resume=True)
+
+
+def test_early_stop_without_trainer_is_reported(tmp_path):
+    from monai.handlers import EarlyStopHandler
+
+    net = torch.nn.Linear(2, 1)
+    handler = ResumeHandler(str(tmp_path), {"model": net}, early_stop=EarlyStopHandler(patience=1, score_function=negative_key_metric))
+    with pytest.raises(RuntimeError, match="set_trainer"):
+        handler.save_dict["early_stop"].state_dict()
