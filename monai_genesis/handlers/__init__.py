@@ -1,7 +1,7 @@
 """Ignite handlers and helpers of the Genesis bundles."""
 
 from monai_genesis.handlers.checkpoints import RESUME_PREFIX, ResumeHandler, latest_checkpoint, negative_key_metric
-from monai_genesis.handlers.pretrained import FINETUNE_MODES, PretrainedLoader
+from monai_genesis.handlers.pretrained import FINETUNE_MODES, PretrainedLoader, check_pretrained
 from monai_genesis.handlers.reseed import ReseedHandler
 from monai_genesis.handlers.restoration import (
     RestorationImageHandler,
@@ -18,6 +18,7 @@ __all__ = [
     "RestorationImageHandler",
     "RestorationPNGSaver",
     "ResumeHandler",
+    "check_pretrained",
     "latest_checkpoint",
     "middle_slice_grid",
     "negative_key_metric",

@@ -12,11 +12,37 @@ from monai.utils import IgniteInfo, min_version, optional_import
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["FINETUNE_MODES", "PretrainedLoader"]
+__all__ = ["FINETUNE_MODES", "PretrainedLoader", "check_pretrained"]
 
 FINETUNE_MODES = ("full", "frozen_encoder", "scratch")
 
 logger = logging.getLogger(__name__)
+
+
+def check_pretrained(pretrained: str | None, finetune: str = "full") -> str:
+    """Check a fine-tuning mode and its checkpoint path; return the path as a string (``""`` for none).
+
+    The fine-tuning bundles call it first in ``initialize``, so that a wrong path stops the run before any
+    data is read or cached.
+
+    Raises:
+        ValueError: for an unknown mode, a checkpoint with ``"scratch"``, none with ``"full"`` or
+            ``"frozen_encoder"``, or a path that is not a file.
+    """
+    if finetune not in FINETUNE_MODES:
+        raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {finetune!r}.")
+    pretrained = str(pretrained) if pretrained else ""
+    if finetune == "scratch" and pretrained:
+        raise ValueError(
+            f"finetune='scratch' but pretrained={pretrained!r} is given; use --finetune full (or frozen_encoder) "
+            "to load it, or --pretrained '' to train from scratch."
+        )
+    if finetune != "scratch":
+        if not pretrained:
+            raise ValueError(f"finetune={finetune!r} needs a checkpoint: pass --pretrained PATH, or --finetune scratch.")
+        if not os.path.isfile(pretrained):
+            raise ValueError(f"pretrained checkpoint {pretrained} does not exist; pass the path of a model.pt file.")
+    return pretrained
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -27,8 +53,8 @@ def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
 class PretrainedLoader:
     """Load pretrained weights into the network when training starts, through ``monai_genesis.weights.load_pretrained``.
 
-    The path and the mode are checked when the handler is made (when the bundle's config is parsed), so a
-    wrong path fails before any data is read. The transfer report is logged and kept as ``self.report``;
+    The path and the mode are checked (:py:func:`check_pretrained`) when the handler is made; the fine-tuning
+    bundles also check them first in ``initialize``, so a wrong path fails before any data is read. The transfer report is logged and kept as ``self.report``;
     loading fewer than ``min_loaded`` tensors is an error, never a silent training from scratch.
 
     Args:
@@ -51,19 +77,7 @@ class PretrainedLoader:
         prefix_map: Mapping[str, str] | None = None,
         min_loaded: int = 1,
     ) -> None:
-        if finetune not in FINETUNE_MODES:
-            raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {finetune!r}.")
-        pretrained = str(pretrained) if pretrained else ""
-        if finetune == "scratch" and pretrained:
-            raise ValueError(
-                f"finetune='scratch' but pretrained={pretrained!r} is given; use --finetune full (or frozen_encoder) "
-                "to load it, or --pretrained '' to train from scratch."
-            )
-        if finetune != "scratch":
-            if not pretrained:
-                raise ValueError(f"finetune={finetune!r} needs a checkpoint: pass --pretrained PATH, or --finetune scratch.")
-            if not os.path.isfile(pretrained):
-                raise ValueError(f"pretrained checkpoint {pretrained} does not exist; pass the path of a model.pt file.")
+        pretrained = check_pretrained(pretrained, finetune)
         self.network = network
         self.pretrained = pretrained
         self.finetune = finetune

@@ -73,3 +73,10 @@ def test_missing_medmnist_file_errors(tmp_path):
     with pytest.raises(RuntimeError) as error:
         _ = workflow.trainer
     assert "none.npz does not exist" in str(root_cause(error.value))
+
+
+def test_missing_pretrained_errors_before_any_data_is_read(tmp_path):
+    with pytest.raises(RuntimeError) as error:
+        make_workflow(BUNDLE, "train", tmp_path, pretrained=str(tmp_path / "none.pt"), finetune="frozen_encoder")
+    assert "none.pt does not exist" in str(root_cause(error.value))
+    assert not (tmp_path / "eval").exists()

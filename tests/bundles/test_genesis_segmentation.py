@@ -72,15 +72,15 @@ def test_frozen_encoder_keeps_pretrained_encoder(pretrain_run, tmp_path):
     assert any(not torch.equal(params[name].detach().cpu(), pretrained[name]) for name in trained)
 
 
-def test_missing_pretrained_errors_before_training(tmp_path):
-    workflow = make_workflow(BUNDLE, "train", tmp_path, pretrained=str(tmp_path / "none.pt"))
+def test_missing_pretrained_errors_before_any_data_is_read(tmp_path):
     with pytest.raises(RuntimeError) as error:
-        _ = workflow.trainer
+        make_workflow(BUNDLE, "train", tmp_path, pretrained=str(tmp_path / "none.pt"))
     assert "none.pt does not exist" in str(root_cause(error.value))
-    workflow = make_workflow(BUNDLE, "train", tmp_path, finetune="full")
     with pytest.raises(RuntimeError) as error:
-        _ = workflow.trainer
+        make_workflow(BUNDLE, "train", tmp_path, finetune="full")
     assert "needs a checkpoint" in str(root_cause(error.value))
+    # stopped in initialize: the phantoms (the default data) were never written
+    assert not (tmp_path / "eval").exists()
 
 
 def test_label_shape_mismatch_errors(tmp_path):
