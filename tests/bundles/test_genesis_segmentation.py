@@ -14,7 +14,10 @@ BUNDLE = "genesis_segmentation"
 def test_train_saves_best_and_final(segmentation_run):
     root, workflow = segmentation_run
     assert {"model.pt", "model_final.pt"} <= set(os.listdir(root / "models"))
-    assert 0.0 <= workflow.evaluator.state.metrics["val_mean_dice"] <= 1.0
+    metrics = workflow.evaluator.state.metrics
+    assert 0.0 <= metrics["val_mean_dice"] <= 1.0
+    # IoU = Dice / (2 - Dice) per case and class, so it never exceeds the Dice
+    assert 0.0 <= metrics["val_mean_iou"] <= metrics["val_mean_dice"] + 1e-6
     state = torch.load(root / "models" / "model.pt", weights_only=True)
     assert state["out.conv.weight"].shape[0] == 3
 
@@ -25,7 +28,15 @@ def test_evaluate_writes_per_case_dice(segmentation_run, tmp_path):
     rows = (tmp_path / "val_mean_dice_raw.csv").read_text().splitlines()
     assert rows[0] == "filename,class0,class1,mean"
     assert len(rows) == 2 and "phantom_" in rows[1]
-    assert (tmp_path / "metrics.csv").read_text().startswith("val_mean_dice,")
+    metrics = dict(line.split(",") for line in (tmp_path / "metrics.csv").read_text().splitlines())
+    assert set(metrics) == {"val_mean_dice", "val_mean_iou"}
+    assert 0.0 <= float(metrics["val_mean_iou"]) <= float(metrics["val_mean_dice"]) + 1e-6
+    iou_rows = (tmp_path / "val_mean_iou_raw.csv").read_text().splitlines()
+    assert iou_rows[0] == "filename,class0,class1,mean" and len(iou_rows) == 2
+    # per class, the IoU is the Dice's: IoU = Dice / (2 - Dice)
+    dice = np.array(rows[1].split(",")[1:3], dtype=float)
+    iou = np.array(iou_rows[1].split(",")[1:3], dtype=float)
+    np.testing.assert_allclose(iou, dice / (2 - dice), atol=1e-4)
 
 
 def test_inference_writes_masks_in_input_geometry(segmentation_run, tmp_path):
