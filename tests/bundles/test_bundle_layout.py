@@ -66,6 +66,24 @@ def test_train_config_defines_network_contract(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("part", ["train", "inference"])
+def test_norm_is_released_one_for_pretraining_and_ordinary_for_fine_tuning(name, part):
+    from monai.bundle import ConfigParser
+
+    from monai_genesis.networks import GenesisBatchNorm
+
+    parser = ConfigParser()
+    parser.read_config(config(name, part))
+    parser.update({"genesis_features": 2})
+    norms = [m for m in parser.get_parsed_content("network_def").modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) >= 8
+    if name == "genesis_pretrain":
+        assert all(isinstance(m, GenesisBatchNorm) for m in norms)
+    else:
+        assert all(type(m) is torch.nn.BatchNorm3d for m in norms)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_verify_net_in_out(name, caplog):
     with caplog.at_level(logging.INFO, logger="monai"):
         verify_net_in_out(

@@ -33,10 +33,14 @@ OUTPUT_LAYER = {
 }
 
 
-def build(repo_root, name, out_channels, out_activation):
+def build(repo_root, name, out_channels, out_activation, genesis_norm="genesis"):
+    """The fragment's network, with the ids an including bundle defines (``genesis_norm``: GenesisUNet only)."""
     parser = ConfigParser()
     parser.read_config(str(repo_root / "configs" / "networks" / f"{name}.json"))
-    parser.update({"in_channels": 1, "out_channels": out_channels, "out_activation": out_activation, **TINY[name]})
+    ids = {"in_channels": 1, "out_channels": out_channels, "out_activation": out_activation, **TINY[name]}
+    if name == "genesis_unet":
+        ids["genesis_norm"] = genesis_norm
+    parser.update(ids)
     return parser.get_parsed_content("network_def")
 
 
@@ -75,7 +79,8 @@ def test_fragment_pretrains_and_transfers_to_segmentation_twin(repo_root, tmp_pa
     path = tmp_path / "model.pt"
     torch.save({"model": net.state_dict(), "optimizer": {"state": {}, "param_groups": []}}, path)
 
-    twin = build(repo_root, name, out_channels=3, out_activation=None)
+    # as in the bundles: pretrained with the released batch norm, fine-tuned with the ordinary one
+    twin = build(repo_root, name, out_channels=3, out_activation=None, genesis_norm="batch")
     report = load_pretrained(twin, path)
     twin_keys = list(twin.state_dict())
     output_keys = [k for k in twin_keys if k.startswith(OUTPUT_LAYER[name])]

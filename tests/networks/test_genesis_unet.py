@@ -56,6 +56,29 @@ def test_released_batch_norm_uses_batch_statistics_in_eval_and_updates_running_s
         bn(torch.randn(2, 4))
 
 
+def test_eval_output_of_one_input_depends_on_its_batch_only_with_the_released_norm():
+    """Why the fine-tuning bundles use ``norm="batch"``: sliding-window inference groups windows into batches."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 16, 16, 16)
+    others = torch.zeros(3, 1, 16, 16, 16)  # e.g. windows of background around the image
+    outputs = {}
+    for norm in ("genesis", "batch"):
+        torch.manual_seed(1)
+        net = GenesisUNet(features=2, norm=norm)
+        net.train()
+        with torch.no_grad():  # a few training batches move the running statistics
+            for _ in range(5):
+                net(torch.rand(4, 1, 16, 16, 16))
+        net.eval()
+        with torch.no_grad():
+            alone, batched = net(x), net(torch.cat([x, others]))[:1]
+        outputs[norm] = (alone, batched)
+    assert torch.allclose(*outputs["batch"], atol=1e-6)
+    assert (outputs["genesis"][0] - outputs["genesis"][1]).abs().max() > 1e-2
+    # the same parameters: state dicts of both norms are exchangeable
+    assert set(GenesisUNet(features=2, norm="genesis").state_dict()) == set(GenesisUNet(features=2, norm="batch").state_dict())
+
+
 def test_batch_and_instance_norm_options():
     x = torch.rand(2, 1, 16, 16, 16)
     for norm, cls in (("batch", torch.nn.BatchNorm3d), ("instance", torch.nn.InstanceNorm3d)):
