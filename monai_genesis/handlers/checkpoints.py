@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Mapping
 
+import torch
 from monai.handlers import CheckpointLoader, CheckpointSaver, EarlyStopHandler
 from monai.utils import IgniteInfo, min_version, optional_import
 
@@ -85,8 +86,6 @@ class _ResumeLoader(CheckpointLoader):
     with a warning, a missing object is an error that names it."""
 
     def __call__(self, engine: Engine) -> None:
-        import torch
-
         saved = set(torch.load(self.load_path, map_location="cpu", weights_only=True, mmap=True))
         missing = [k for k in self.load_dict if k not in saved]
         required = [k for k in missing if k not in _OPTIONAL_RECORDS]
