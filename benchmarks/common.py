@@ -203,6 +203,14 @@ def bundle_workflow(bundle: str, root: str | Path, extra_configs: Sequence[str] 
     return workflow
 
 
+def norm_layer(network: torch.nn.Module) -> str:
+    """Class name of the first normalisation layer of ``network``, as a record of the norm a run really used."""
+    for module in network.modules():
+        if isinstance(module, (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)):
+            return type(module).__name__
+    return "none"
+
+
 def device_override(device: torch.device) -> str:
     """The bundles' ``device`` id for ``device``, as a config expression."""
     return f"$torch.device('{device}')"

@@ -2,7 +2,8 @@
 
     python benchmarks/finetune_adrenal.py [--setting smoke|reduced|full] [--device cpu|cuda]
         [--npz adrenalmnist3d_trainval.npz | --datalist JSON] [--inits scratch genesis]
-        [--seeds 0 1 2] [--features F] [--epochs N] [--pretrain-epochs N] [--results DIR]
+        [--seeds 0 1 2] [--features F] [--epochs N] [--pretrain-epochs N] [--norm batch|genesis|instance]
+        [--results DIR]
 
 Both arms are the classification bundle (``bundles/genesis_classification/configs/train.json``: the Genesis
 encoder, global pooling, Linear(16f, 32f), ReLU, Linear(32f, 1), BCE) with its MedMNIST reader and min–max
@@ -43,8 +44,8 @@ PRESETS = {
         "pretrain_epochs": 1, "pretrain_batch": 16, "max_train": 64,
     },
     "reduced": {
-        "threads": 1, "features": 4, "input_size": 24, "epochs": 6, "batch_size": 16, "learning_rate": 1e-3, "seeds": [0, 1, 2],
-        "pretrain_epochs": 4, "pretrain_batch": 16, "max_train": 0,
+        "threads": 1, "features": 4, "input_size": 24, "epochs": 12, "batch_size": 16, "learning_rate": 1e-3, "seeds": [0, 1, 2],
+        "pretrain_epochs": 8, "pretrain_batch": 16, "max_train": 0,
     },
     "full": {
         "threads": 0, "features": 32, "input_size": 32, "epochs": 30, "batch_size": 32, "learning_rate": 1e-3, "seeds": [0, 1, 2],
@@ -93,6 +94,8 @@ def finetune(args, device, root: Path, pretrained: str, seed: int) -> dict:
         "train#dataset#progress": False,
         "validate#dataset#progress": False,
     }
+    if args.norm:
+        overrides["genesis_norm"] = args.norm
     if not args.verbose:
         overrides["train#handlers"] = common.train_handlers_without_progress(BUNDLE)
     clock = common.Stopwatch()
@@ -101,6 +104,7 @@ def finetune(args, device, root: Path, pretrained: str, seed: int) -> dict:
     trainer = workflow.parser.get_parsed_content("train#trainer")
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
     loader = next(h for h in workflow.parser.get_parsed_content("train#handlers") if hasattr(h, "finetune"))
+    norm = common.norm_layer(workflow.parser.get_parsed_content("network"))
     split = workflow.parser.get_parsed_content("data_split")
     workflow.finalize()
     metrics = evaluator.state.metrics
@@ -113,6 +117,7 @@ def finetune(args, device, root: Path, pretrained: str, seed: int) -> dict:
         "val_samples": len(split["validation"]),
         "seconds": clock(),
         "tensors_loaded": loader.report.num_loaded if loader.report is not None else 0,
+        "norm_layer": norm,
     }
 
 
@@ -143,6 +148,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pretrained-checkpoint", help="reuse this genesis_pretrain checkpoint instead of pretraining")
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--features", type=int, help="encoder width (32 = released network)")
+    parser.add_argument("--norm", choices=("genesis", "batch", "instance"),
+                        help="normalisation of the fine-tuned encoder (default: the bundle's 'batch', running statistics "
+                        "at inference; 'genesis': the released network's, batch statistics also at inference)")
     parser.add_argument("--input-size", type=int, help="side of the network input, a multiple of 8")
     parser.add_argument("--epochs", type=int, help="fine-tuning epochs")
     parser.add_argument("--batch-size", type=int)
@@ -213,9 +221,10 @@ def main(argv=None) -> dict:
             rows.append({"init": init, "seeds": len(chosen), "auc_mean": auc, "auc_std": auc_std,
                          "accuracy_mean": acc, "accuracy_std": acc_std})
         text = table(rows)
+        norm = args.norm or common.read_bundle_item(BUNDLE, "genesis_norm")
         text += (
             "\n\nThe published figures are on the official test split (not in these files); this benchmark validates "
-            f"on the validation split. Setting {args.setting}: GenesisClassifier features {args.features}, input "
+            f"on the validation split. Setting {args.setting}: GenesisClassifier features {args.features} (norm {norm!r}), input "
             f"{args.input_size}³, {args.epochs} epochs of batch {args.batch_size}, {args.device} with "
             f"{torch.get_num_threads()} torch threads; AUC and accuracy of the final network."
         )
@@ -233,6 +242,7 @@ def main(argv=None) -> dict:
                 "bundle": f"bundles/{BUNDLE}",
                 "data": args.datalist or args.npz,
                 "features": args.features,
+                "norm": norm,
                 "input_size": args.input_size,
                 "epochs": args.epochs,
                 "batch_size": args.batch_size,

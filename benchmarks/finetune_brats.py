@@ -4,7 +4,7 @@
         [--data BRATS_ROOT --train-cases pat0005 pat0006 --val-cases pat0003 pat0004 | --datalist JSON]
         [--pretrain-data FILE_OR_FOLDER ...] [--genesis-chest-ct Genesis_Chest_CT.pt]
         [--inits scratch genesis_real genesis_chest_ct] [--fractions 0.25 0.5 1.0] [--seeds 0 1 2]
-        [--features F] [--steps N] [--results DIR]
+        [--features F] [--steps N] [--norm batch|genesis|instance] [--results DIR]
 
 The task of the paper's BMS target (BraTS 2013 FLAIR, whole tumour = every label > 0). Preparation, done once
 per run in a work folder: each case is put in RAS, resampled to ``--spacing`` (the reduced setting's 2 mm; the
@@ -26,7 +26,7 @@ Initialisations:
 
 Training, validation, metrics and the transfer of weights are the bundles' own (``ConfigWorkflow`` of
 ``bundles/genesis_segmentation/configs/train.json`` with overrides: the datalist, sizes, ``out_channels`` 2,
-``pretrained``, ``val_interval`` = the last epoch, and ``MeanIoUHandler`` next to its ``MeanDice``).
+``pretrained`` and ``val_interval`` = the last epoch; the bundle reports Dice and IoU).
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ PRESETS = {
     },
     "reduced": {
         "threads": 1, "features": 4, "patch_size": [32, 32, 16], "spacing": [2.0, 2.0, 2.0], "patches_per_case": 32,
-        "batch_size": 4, "steps": 80, "learning_rate": 1e-3, "seeds": [0, 1, 2], "fractions": [0.25, 0.5, 1.0],
-        "pretrain_epochs": 12, "pretrain_cubes": 12, "pretrain_batch": 6, "sw_batch_size": 4,
+        "batch_size": 4, "steps": 300, "learning_rate": 1e-3, "seeds": [0, 1, 2], "fractions": [0.25, 0.5, 1.0],
+        "pretrain_epochs": 30, "pretrain_cubes": 12, "pretrain_batch": 6, "sw_batch_size": 4,
     },
     "full": {
         "threads": 0, "features": 32, "patch_size": [64, 64, 32], "spacing": None, "patches_per_case": 64,
@@ -111,7 +111,7 @@ def prepare_case(image: str, label: str | None, mask: str | None, spacing, inten
 
     item = {"image": image, **({"label": label} if label else {}), **({"mask": mask} if mask else {})}
     keys = list(item)
-    steps = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys), Orientationd(keys, axcodes="RAS")]
+    steps = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys), Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
     if spacing:
         modes = ["bilinear" if k == "image" else "nearest" for k in keys]
         steps.append(Spacingd(keys, pixdim=spacing, mode=modes))
@@ -295,14 +295,9 @@ def finetune(args, device, work: Path, run_name: str, datalist: Path, pretrained
         "validate#dataset#progress": False,
         # volumes and patches are already scaled to [0, 1] in the brain
         "train#deterministic_transforms": deterministic,
-        "validate#evaluator#additional_metrics": {
-            "val_mean_iou": {
-                "_target_": "MeanIoUHandler",
-                "include_background": False,
-                "output_transform": "$monai.handlers.from_engine(['pred', 'label'])",
-            }
-        },
     }
+    if args.norm:
+        overrides["genesis_norm"] = args.norm
     if not args.verbose:
         overrides["train#handlers"] = common.train_handlers_without_progress(BUNDLE)
     clock = common.Stopwatch()
@@ -311,6 +306,7 @@ def finetune(args, device, work: Path, run_name: str, datalist: Path, pretrained
     trainer = workflow.parser.get_parsed_content("train#trainer")
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
     loader = next(h for h in workflow.parser.get_parsed_content("train#handlers") if hasattr(h, "finetune"))
+    norm = common.norm_layer(workflow.parser.get_parsed_content("network"))
     workflow.finalize()
     metrics = evaluator.state.metrics
     return {
@@ -321,6 +317,7 @@ def finetune(args, device, work: Path, run_name: str, datalist: Path, pretrained
         "final_train_loss": float(trainer.state.output[-1]["loss"]) if trainer.state.output else float("nan"),
         "seconds": clock(),
         "tensors_loaded": loader.report.num_loaded if loader.report is not None else 0,
+        "norm_layer": norm,
     }
 
 
@@ -383,6 +380,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--patches-per-case", type=int, help="training patches cut from each training case")
     parser.add_argument("--pool-seed", type=int, default=0, help="seed of the patch pool")
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--norm", choices=("genesis", "batch", "instance"),
+                        help="normalisation of the fine-tuned U-Net (default: the bundle's 'batch', running statistics "
+                        "at inference; 'genesis': the released network's, batch statistics also at inference)")
     parser.add_argument("--sw-batch-size", type=int, help="windows per batch in validation")
     parser.add_argument("--steps", type=int, help="optimisation steps of every fine-tuning run")
     parser.add_argument("--learning-rate", type=float)
@@ -472,9 +472,10 @@ def main(argv=None) -> dict:
                     runs.append(result)
                     logger.info(f"{name}: Dice {result['dice']:.3f}, IoU {result['iou']:.3f} ({result['seconds']:.0f} s)")
         rows = summary_rows(runs, inits, args.fractions)
+        norm = args.norm or common.read_bundle_item(BUNDLE, "genesis_norm")
         spacing = "native" if not args.spacing else "×".join(f"{v:g}" for v in args.spacing) + " mm"
         text = table(rows) + (
-            f"\n\nSetting {args.setting}: GenesisUNet features {args.features}, {args.device} with {torch.get_num_threads()} "
+            f"\n\nSetting {args.setting}: GenesisUNet features {args.features} (norm {norm!r}), {args.device} with {torch.get_num_threads()} "
             f"torch threads; patches {'×'.join(map(str, args.patch_size))} at {spacing}, a pool of {len(data['pool'])} "
             f"from {', '.join(c['case'] for c in data['training'])}; {args.steps} steps of batch {args.batch_size} per run; "
             f"Dice and IoU of the final network on the whole volumes of {', '.join(c['case'] for c in data['validation'])}."
@@ -499,6 +500,7 @@ def main(argv=None) -> dict:
                 "validation_shapes": [c["shape"] for c in data["validation"]],
                 "spacing_mm": args.spacing,
                 "features": args.features,
+                "norm": norm,
                 "patch_size": list(args.patch_size),
                 "patch_pool": len(data["pool"]),
                 "batch_size": args.batch_size,

@@ -101,6 +101,19 @@ def test_brats_smoke(phantom_dir, tmp_path):
     assert saved["pretraining"]["volumes"] == ["00_phantom_000.nii", "01_phantom_001.nii"]
     assert saved["config"]["patch_pool"] == 4
     assert "Genesis Chest CT not run" in table and "released file was not found" in saved["notes"][0]
+    # the bundle's default norm, as built: ordinary batch norm
+    assert saved["config"]["norm"] == "batch" and "(norm 'batch')" in table
+    assert {r["norm_layer"] for r in saved["runs"]} == {"BatchNorm3d"}
+
+
+def test_brats_norm_option_reaches_the_network(phantom_dir, tmp_path):
+    finetune_brats.main(
+        ["--setting", "smoke", "--datalist", str(phantom_dir / "datalist.json"), "--inits", "scratch",
+         "--fractions", "1.0", "--norm", "genesis", "--results", str(tmp_path), "--tag", "released_norm"]
+    )
+    saved, table = read_results(tmp_path, "finetune_brats_smoke_cpu_released_norm")
+    assert saved["config"]["norm"] == "genesis" and "(norm 'genesis')" in table
+    assert [r["norm_layer"] for r in saved["runs"]] == ["GenesisBatchNorm"]
 
 
 def test_brats_chest_ct_needs_released_width(tmp_path):
@@ -151,6 +164,7 @@ def test_adrenal_smoke(tmp_path):
     assert all(r["train_samples"] == 24 and r["val_samples"] == 10 for r in saved["runs"])
     assert all((r["tensors_loaded"] > 0) == (r["init"] == "genesis") for r in saved["runs"])
     assert saved["published"]["auc"] == 0.828 and "0.828" in table and "official test" in table
+    assert saved["config"]["norm"] == "batch" and {r["norm_layer"] for r in saved["runs"]} == {"BatchNorm3d"}
 
 
 def test_common_helpers():
