@@ -40,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common
+from monai_genesis.data import INTENSITY_SETTINGS
 
 BUNDLE = "genesis_pretrain"
 PATHS = ("per_sample", "batched")
@@ -250,7 +251,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="a CT volume or a folder of volumes")
     parser.add_argument("--datalist", help="JSON datalist with a 'training' list (instead of --data)")
-    parser.add_argument("--intensity", choices=("ct", "mri", "minmax"), default="ct", help="the bundle's intensity setting")
+    parser.add_argument("--intensity", choices=INTENSITY_SETTINGS, default="ct", help="the bundle's intensity setting")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="corruption paths to time")
     parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2], help="data-loader worker counts")
     parser.add_argument("--features", type=int, help="U-Net width (32 = released network)")

@@ -11,9 +11,12 @@ from monai_genesis.data.datalists import (
 from monai_genesis.data.geometry import FeatureGridAffined
 from monai_genesis.data.discovery import VOLUME_SUFFIXES, check_datalist, find_volumes, read_spatial_shape
 from monai_genesis.data.intensity import (
+    INTENSITY_KEY,
     INTENSITY_SETTINGS,
     ForegroundPercentileWindow,
     ForegroundPercentileWindowd,
+    Intensityd,
+    check_intensity_setting,
     intensity_transform,
 )
 from monai_genesis.data.loading import ClassTargetd, LoadVolumed
@@ -28,6 +31,7 @@ from monai_genesis.data.phantoms import (
 
 __all__ = [
     "FeatureGridAffined",
+    "INTENSITY_KEY",
     "INTENSITY_SETTINGS",
     "PHANTOM_LABELS",
     "VOLUME_SUFFIXES",
@@ -36,9 +40,11 @@ __all__ = [
     "FixedCubeSamplesd",
     "ForegroundPercentileWindow",
     "ForegroundPercentileWindowd",
+    "Intensityd",
     "LoadVolumed",
     "RandCubeSamplesd",
     "check_datalist",
+    "check_intensity_setting",
     "classification_datalist",
     "ct_phantom",
     "find_volumes",

@@ -10,6 +10,7 @@ import numpy as np
 from monai.data import load_decathlon_datalist
 
 from monai_genesis.data.discovery import check_datalist, find_volumes
+from monai_genesis.data.intensity import INTENSITY_KEY
 from monai_genesis.data.medmnist import load_medmnist
 from monai_genesis.data.phantoms import write_ct_phantoms, write_nodule_patch_phantoms
 
@@ -50,6 +51,11 @@ def split_datalist(items: Sequence, val_fraction: float = 0.2, seed: int = 0) ->
     }
 
 
+def _image_entry(item: dict) -> dict:
+    """An entry of an image-only datalist: its image and, when it names one, its own intensity setting."""
+    return {k: item[k] for k in ("image", INTENSITY_KEY) if k in item}
+
+
 def _named(value) -> bool:
     return value is not None and str(value) != ""
 
@@ -86,7 +92,8 @@ def pretrain_datalist(
             Empty or ``None``: synthetic CT phantoms are written under ``output_dir/phantoms`` and used.
         output_dir: the bundle's output folder (for the phantoms).
         datalist: optional JSON file with ``"training"`` (and ``"validation"``) lists of ``{"image": path}``;
-            relative paths are resolved against ``dataset_dir`` (or the JSON's folder). Takes precedence.
+            relative paths are resolved against ``dataset_dir`` (or the JSON's folder). Takes precedence. An
+            entry may add ``"intensity"`` (``"ct"``, ``"mri"``, ...) to be scaled with its own setting.
         val_fraction: validation fraction when the split is drawn.
         seed: seed of the split and of the phantoms.
         num_phantoms: number of phantoms when no data is named.
@@ -94,7 +101,7 @@ def pretrain_datalist(
         min_shape: volumes smaller than this are reported (and later padded).
 
     Returns:
-        ``{"training": [{"image": path}, ...], "validation": [...]}``.
+        ``{"training": [{"image": path[, "intensity": setting]}, ...], "validation": [...]}``.
 
     Raises:
         ValueError: for a named but missing or empty folder or datalist, or an unreadable file.
@@ -103,7 +110,7 @@ def pretrain_datalist(
         parts = _load_datalist_file(str(datalist), dataset_dir, ("training", "validation"))
         if not parts["validation"]:
             parts = split_datalist(parts["training"], val_fraction, seed)
-        parts = {k: [{"image": item["image"]} for item in v] for k, v in parts.items()}
+        parts = {k: [_image_entry(item) for item in v] for k, v in parts.items()}
     elif _named(dataset_dir):
         parts = split_datalist([{"image": path} for path in find_volumes(str(dataset_dir))], val_fraction, seed)
         logger.info(
@@ -155,7 +162,7 @@ def volume_datalist(
             entries = load_decathlon_datalist(str(datalist), True, data_key, base_dir)
         except ValueError as e:
             raise ValueError(f"datalist {datalist} has no {data_key!r} list to run on ({e}); add one.") from e
-        items = [{"image": i["image"]} for i in entries]
+        items = [_image_entry(i) for i in entries]
     elif _named(dataset_dir):
         items = [{"image": path} for path in find_volumes(str(dataset_dir))]
     else:

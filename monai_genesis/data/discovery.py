@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from monai_genesis.data.intensity import INTENSITY_KEY, check_intensity_setting
+
 __all__ = ["VOLUME_SUFFIXES", "check_datalist", "find_volumes", "is_dicom_file", "read_spatial_shape"]
 
 logger = logging.getLogger(__name__)
@@ -125,8 +127,8 @@ def check_datalist(
         ``items`` unchanged, so the call can wrap a datalist in a config.
 
     Raises:
-        ValueError: naming the file when an image or label cannot be read, or when a label's spatial
-            shape differs from its image's.
+        ValueError: naming the file when an image or label cannot be read, when a label's spatial
+            shape differs from its image's, or when an entry's own ``"intensity"`` setting is unknown.
     """
     if len(items) == 0:
         raise ValueError("the datalist is empty; give at least one image.")
@@ -134,6 +136,8 @@ def check_datalist(
         if image_key not in item:
             raise ValueError(f"datalist entry {item} has no {image_key!r} key.")
         image = item[image_key]
+        if INTENSITY_KEY in item:
+            check_intensity_setting(item[INTENSITY_KEY], where=f"the {INTENSITY_KEY!r} of datalist entry {image}")
         shape = tuple(np.shape(image)[1:]) if not isinstance(image, (str, os.PathLike)) else read_spatial_shape(image)
         label = item.get(label_key) if label_key else None
         if isinstance(label, (str, os.PathLike)):

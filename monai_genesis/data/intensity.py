@@ -1,5 +1,6 @@
 """Intensity settings of the bundles: the CT window, a per-volume percentile window inside the foreground for
-MRI, and a per-volume min-max scaling; each maps a volume to [0, 1] as Genesis expects."""
+MRI, a per-volume min-max scaling, or none for volumes already in [0, 1]; each maps a volume to [0, 1] as
+Genesis expects. A datalist entry may name its own setting under ``"intensity"`` (mixed CT and MRI)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,28 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms import MapTransform, ScaleIntensityd, ScaleIntensityRanged, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
-__all__ = ["INTENSITY_SETTINGS", "ForegroundPercentileWindow", "ForegroundPercentileWindowd", "intensity_transform"]
+__all__ = [
+    "INTENSITY_KEY",
+    "INTENSITY_SETTINGS",
+    "ForegroundPercentileWindow",
+    "ForegroundPercentileWindowd",
+    "Intensityd",
+    "check_intensity_setting",
+    "intensity_transform",
+]
 
-INTENSITY_SETTINGS = ("ct", "mri", "minmax")
+INTENSITY_SETTINGS = ("ct", "mri", "minmax", "none")
+# key of a datalist entry that names the entry's own intensity setting
+INTENSITY_KEY = "intensity"
+# how far outside [0, 1] a volume of the "none" setting may reach (rounding of stored values)
+_UNIT_TOLERANCE = 1e-3
+
+
+def check_intensity_setting(setting, where: str = "intensity setting") -> str:
+    """Return ``setting`` if it is one of ``INTENSITY_SETTINGS``; otherwise raise a ``ValueError`` naming ``where``."""
+    if setting not in INTENSITY_SETTINGS:
+        raise ValueError(f"{where} must be one of {INTENSITY_SETTINGS}, got {setting!r}.")
+    return setting
 
 
 class ForegroundPercentileWindow(Transform):
@@ -82,28 +102,90 @@ class ForegroundPercentileWindowd(MapTransform):
         return d
 
 
+class _CheckUnitRanged(MapTransform):
+    """The ``"none"`` setting: keep the values, but refuse a volume that is not already in [0, 1]."""
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            low, high = float(d[key].min()), float(d[key].max())
+            if low < -_UNIT_TOLERANCE or high > 1.0 + _UNIT_TOLERANCE:
+                name = getattr(d[key], "meta", {}).get("filename_or_obj", key)
+                raise ValueError(
+                    f"intensity setting 'none' needs images in [0, 1], but {name} spans [{low:g}, {high:g}]; "
+                    "choose 'ct', 'mri' or 'minmax' for it."
+                )
+        return d
+
+
+class Intensityd(MapTransform):
+    """Map ``keys`` to [0, 1] with the intensity setting of each data dictionary.
+
+    An entry that holds ``entry_key`` (``"intensity"``, from the datalist) is scaled with that setting, the
+    others with ``setting``: one pretraining can mix CT (HU window) and MRI (percentile window) volumes.
+    The setting used is written back under ``entry_key`` in every entry.
+
+    Args:
+        setting: the default setting, one of ``INTENSITY_SETTINGS``:
+            ``"ct"`` clips Hounsfield units to ``ct_window`` and scales linearly (Genesis Chest CT);
+            ``"mri"`` uses ``ForegroundPercentileWindowd`` with ``percentiles``; ``"minmax"`` scales each
+            volume's own minimum and maximum (e.g. MedMNIST's 0–255 images); ``"none"`` keeps the values of
+            images already in [0, 1] and refuses others.
+        keys: keys of the images.
+        ct_window: ``(low, high)`` HU window of the CT setting.
+        percentiles: ``(lower, upper)`` percentiles of the MRI setting.
+        entry_key: key of an entry's own setting; ``None`` ignores it.
+        allow_missing_keys: don't raise for missing keys.
+    """
+
+    def __init__(
+        self,
+        setting: str = "ct",
+        keys: KeysCollection = "image",
+        ct_window: Sequence[float] = (-1000.0, 1000.0),
+        percentiles: Sequence[float] = (0.5, 99.5),
+        entry_key: str | None = INTENSITY_KEY,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.setting = check_intensity_setting(setting)
+        if len(ct_window) != 2 or ct_window[0] >= ct_window[1]:
+            raise ValueError(f"ct_window must be (low, high) with low < high, got {ct_window}.")
+        self.entry_key = entry_key
+        self.transforms = {
+            "ct": ScaleIntensityRanged(
+                keys, a_min=ct_window[0], a_max=ct_window[1], b_min=0.0, b_max=1.0, clip=True,
+                allow_missing_keys=allow_missing_keys,
+            ),
+            "mri": ForegroundPercentileWindowd(
+                keys, lower=percentiles[0], upper=percentiles[1], allow_missing_keys=allow_missing_keys
+            ),
+            "minmax": ScaleIntensityd(keys, minv=0.0, maxv=1.0, allow_missing_keys=allow_missing_keys),
+            "none": _CheckUnitRanged(keys, allow_missing_keys=allow_missing_keys),
+        }
+
+    def setting_of(self, data: Mapping[Hashable, object]) -> str:
+        """The setting used for ``data``: its own entry, else the default."""
+        own = data.get(self.entry_key) if self.entry_key is not None else None
+        if own is None or own == "":
+            return self.setting
+        return check_intensity_setting(own, where=f"the {self.entry_key!r} of a datalist entry")
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        setting = self.setting_of(data)
+        d = self.transforms[setting](data)
+        if self.entry_key is not None:
+            # every entry records its setting, so that a batch of entries with and without one collates
+            d[self.entry_key] = setting
+        return d
+
+
 def intensity_transform(
     setting: str = "ct",
     keys: KeysCollection = "image",
     ct_window: Sequence[float] = (-1000.0, 1000.0),
     percentiles: Sequence[float] = (0.5, 99.5),
 ) -> MapTransform:
-    """The dictionary transform that maps ``keys`` to [0, 1] for one intensity setting.
-
-    Args:
-        setting: ``"ct"`` clips Hounsfield units to ``ct_window`` and scales linearly (Genesis Chest CT);
-            ``"mri"`` uses ``ForegroundPercentileWindowd`` with ``percentiles``; ``"minmax"`` scales each
-            volume's own minimum and maximum (e.g. MedMNIST's 0–255 images).
-        keys: keys of the images.
-        ct_window: ``(low, high)`` HU window of the CT setting.
-        percentiles: ``(lower, upper)`` percentiles of the MRI setting.
-    """
-    if setting == "ct":
-        if len(ct_window) != 2 or ct_window[0] >= ct_window[1]:
-            raise ValueError(f"ct_window must be (low, high) with low < high, got {ct_window}.")
-        return ScaleIntensityRanged(keys, a_min=ct_window[0], a_max=ct_window[1], b_min=0.0, b_max=1.0, clip=True)
-    if setting == "mri":
-        return ForegroundPercentileWindowd(keys, lower=percentiles[0], upper=percentiles[1])
-    if setting == "minmax":
-        return ScaleIntensityd(keys, minv=0.0, maxv=1.0)
-    raise ValueError(f"intensity setting must be one of {INTENSITY_SETTINGS}, got {setting!r}.")
+    """The dictionary transform that maps ``keys`` to [0, 1]: :py:class:`Intensityd` with ``setting`` as the
+    default of the entries that name no setting of their own."""
+    return Intensityd(setting, keys, ct_window=ct_window, percentiles=percentiles)

@@ -183,7 +183,8 @@ def test_small_volume_is_padded(tmp_path):
 def test_mri_fragment_switches_intensity(tmp_path):
     workflow = make_workflow(BUNDLE, "train", tmp_path, intensity="mri")
     transforms = workflow.parser.get_parsed_content("train#deterministic_transforms")
-    assert "ForegroundPercentileWindowd" in [type(t).__name__ for t in transforms]
+    (scale,) = [t for t in transforms if type(t).__name__ == "Intensityd"]
+    assert scale.setting == "mri" and type(scale.transforms["mri"]).__name__ == "ForegroundPercentileWindowd"
     from monai.bundle import ConfigParser
 
     assert ConfigParser.load_config_file(str(REPO / "configs" / "mri.json"))["intensity"] == "mri"
@@ -201,3 +202,30 @@ def test_inference_encodes_volumes_on_the_feature_grid(pretrain_run, tmp_path):
     assert out.shape == (*(side // 8 for side in source.shape), channels)
     np.testing.assert_allclose(np.abs(np.diag(out.affine)[:3]), 8 * np.abs(np.diag(source.affine)[:3]), rtol=1e-5)
     assert np.isfinite(out.get_fdata()).all() and out.get_fdata().std() > 0
+
+
+def test_pretraining_mixes_ct_and_mri_by_entry(tmp_path):
+    """A datalist whose MRI entry names its own setting: each volume is scaled with its own window."""
+    from monai_genesis.data import ct_phantom
+
+    data = tmp_path / "data"
+    data.mkdir()
+    nib.save(nib.Nifti1Image(ct_phantom((32, 32, 24), seed=0)[0], np.eye(4)), str(data / "ct.nii.gz"))
+    mr = np.zeros((32, 32, 24), np.float32)
+    mr[4:28, 4:28, 4:20] = np.linspace(100.0, 500.0, 24 * 24 * 16).reshape(24, 24, 16)
+    nib.save(nib.Nifti1Image(mr, np.eye(4)), str(data / "mr.nii.gz"))
+    listing = data / "datalist.json"
+    listing.write_text(json.dumps({
+        "training": [{"image": "ct.nii.gz"}, {"image": "mr.nii.gz", "intensity": "mri"}],
+        "validation": [{"image": "ct.nii.gz"}],
+    }))
+    workflow = run_workflow(BUNDLE, "train", tmp_path / "run", datalist=str(listing), epochs=1)
+    volumes = workflow.parser.get_parsed_content("train#volumes")
+    ct, mri = (volumes[i]["image"] for i in range(2))
+    assert 0.0 <= float(ct.min()) and float(ct.max()) <= 1.0 and float(ct.min()) == 0.0  # air at -1000 HU
+    inside = mri[0, 4:28, 4:28, 4:20]
+    # the MRI window spans the foreground (100-500 -> 0-1); the CT window would have put it in 0.55-0.75
+    assert float(inside.min()) == pytest.approx(0.0, abs=0.01) and float(inside.max()) == pytest.approx(1.0, abs=0.01)
+    # each entry records the setting it was scaled with, so that a batch of both collates
+    assert [volumes[i]["intensity"] for i in range(2)] == ["ct", "mri"]
+    assert (tmp_path / "run" / "models" / "model_final.pt").is_file()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_genesis.data import ClassTargetd, ForegroundPercentileWindow, LoadVolumed, intensity_transform
+from monai_genesis.data import ClassTargetd, ForegroundPercentileWindow, Intensityd, LoadVolumed, intensity_transform
 
 
 def test_ct_setting_windows_hu():
@@ -27,6 +27,36 @@ def test_mri_setting_uses_foreground_percentiles():
 def test_minmax_setting():
     out = intensity_transform("minmax")({"image": torch.tensor([[0.0, 127.5, 255.0]])})
     torch.testing.assert_close(out["image"], torch.tensor([[0.0, 0.5, 1.0]]))
+
+
+def test_none_setting_keeps_unit_images_and_refuses_others():
+    unit = MetaTensor(torch.tensor([[0.0, 0.25, 1.0]]), meta={"filename_or_obj": "unit.nii.gz"})
+    out = intensity_transform("none")({"image": unit})["image"]
+    assert torch.equal(out, unit)
+    hu = MetaTensor(torch.tensor([[-1000.0, 0.0, 400.0]]), meta={"filename_or_obj": "ct_hu.nii.gz"})
+    with pytest.raises(ValueError, match=r"'none' needs images in \[0, 1\], but ct_hu.nii.gz spans \[-1000, 400\]"):
+        intensity_transform("none")({"image": hu})
+
+
+def test_an_entry_names_its_own_setting():
+    """One transform, CT by default, scales an MRI entry with the MRI window and a CT entry with the HU window."""
+    scale = Intensityd("ct")
+    values = torch.tensor([[0.0, 100.0, 200.0, 300.0, 400.0]])
+    ct = scale({"image": values.clone()})
+    torch.testing.assert_close(ct["image"], (values.clamp(-1000, 1000) + 1000) / 2000)
+    assert ct["intensity"] == "ct"
+    mri = scale({"image": values.clone(), "intensity": "mri"})
+    # the MRI window of the foreground (0 is background): 100 -> 0, 400 -> 1
+    assert mri["intensity"] == "mri"
+    assert float(mri["image"][0, 1]) == pytest.approx(0.0, abs=0.01) and float(mri["image"][0, 4]) == pytest.approx(1.0, abs=0.01)
+    minmax = scale({"image": values.clone(), "intensity": "minmax"})["image"]
+    torch.testing.assert_close(minmax, values / 400)
+    assert Intensityd("ct", entry_key=None).setting_of({"intensity": "mri"}) == "ct"
+    assert scale.setting_of({"intensity": ""}) == "ct"
+    with pytest.raises(ValueError, match="'intensity' of a datalist entry must be one of"):
+        scale({"image": values, "intensity": "pet"})
+    with pytest.raises(ValueError, match="ct_window"):
+        Intensityd("ct", ct_window=(100, -100))
 
 
 def test_load_volume_from_file_and_memory(tmp_path):
