@@ -203,6 +203,22 @@ def bundle_workflow(bundle: str, root: str | Path, extra_configs: Sequence[str] 
     return workflow
 
 
+def add_norm_argument(parser) -> None:
+    """``--norm``: override a fine-tuning bundle's ``genesis_norm`` (see :py:func:`run_norm`)."""
+    from monai_genesis.networks import GENESIS_NORMS
+
+    parser.add_argument(
+        "--norm", choices=GENESIS_NORMS,
+        help="normalisation of the fine-tuned network (default: the bundle's 'batch', running statistics at "
+        "inference; 'genesis': the released network's, batch statistics also at inference)",
+    )
+
+
+def run_norm(bundle: str, norm: str | None) -> str:
+    """The normalisation a benchmark run uses: ``--norm`` when given, else the bundle's ``genesis_norm``."""
+    return norm or read_bundle_item(bundle, "genesis_norm")
+
+
 def norm_layer(network: torch.nn.Module) -> str:
     """Class name of the first normalisation layer of ``network``, as a record of the norm a run really used."""
     for module in network.modules():

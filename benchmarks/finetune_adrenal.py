@@ -148,9 +148,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pretrained-checkpoint", help="reuse this genesis_pretrain checkpoint instead of pretraining")
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--features", type=int, help="encoder width (32 = released network)")
-    parser.add_argument("--norm", choices=("genesis", "batch", "instance"),
-                        help="normalisation of the fine-tuned encoder (default: the bundle's 'batch', running statistics "
-                        "at inference; 'genesis': the released network's, batch statistics also at inference)")
+    common.add_norm_argument(parser)
     parser.add_argument("--input-size", type=int, help="side of the network input, a multiple of 8")
     parser.add_argument("--epochs", type=int, help="fine-tuning epochs")
     parser.add_argument("--batch-size", type=int)
@@ -221,7 +219,7 @@ def main(argv=None) -> dict:
             rows.append({"init": init, "seeds": len(chosen), "auc_mean": auc, "auc_std": auc_std,
                          "accuracy_mean": acc, "accuracy_std": acc_std})
         text = table(rows)
-        norm = args.norm or common.read_bundle_item(BUNDLE, "genesis_norm")
+        norm = common.run_norm(BUNDLE, args.norm)
         text += (
             "\n\nThe published figures are on the official test split (not in these files); this benchmark validates "
             f"on the validation split. Setting {args.setting}: GenesisClassifier features {args.features} (norm {norm!r}), input "

@@ -380,9 +380,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--patches-per-case", type=int, help="training patches cut from each training case")
     parser.add_argument("--pool-seed", type=int, default=0, help="seed of the patch pool")
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--norm", choices=("genesis", "batch", "instance"),
-                        help="normalisation of the fine-tuned U-Net (default: the bundle's 'batch', running statistics "
-                        "at inference; 'genesis': the released network's, batch statistics also at inference)")
+    common.add_norm_argument(parser)
     parser.add_argument("--sw-batch-size", type=int, help="windows per batch in validation")
     parser.add_argument("--steps", type=int, help="optimisation steps of every fine-tuning run")
     parser.add_argument("--learning-rate", type=float)
@@ -472,7 +470,7 @@ def main(argv=None) -> dict:
                     runs.append(result)
                     logger.info(f"{name}: Dice {result['dice']:.3f}, IoU {result['iou']:.3f} ({result['seconds']:.0f} s)")
         rows = summary_rows(runs, inits, args.fractions)
-        norm = args.norm or common.read_bundle_item(BUNDLE, "genesis_norm")
+        norm = common.run_norm(BUNDLE, args.norm)
         spacing = "native" if not args.spacing else "×".join(f"{v:g}" for v in args.spacing) + " mm"
         text = table(rows) + (
             f"\n\nSetting {args.setting}: GenesisUNet features {args.features} (norm {norm!r}), {args.device} with {torch.get_num_threads()} "
