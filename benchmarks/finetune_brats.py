@@ -111,7 +111,11 @@ def prepare_case(image: str, label: str | None, mask: str | None, spacing, inten
 
     item = {"image": image, **({"label": label} if label else {}), **({"mask": mask} if mask else {})}
     keys = list(item)
-    steps = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys), Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
+    steps = [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+    ]
     if spacing:
         modes = ["bilinear" if k == "image" else "nearest" for k in keys]
         steps.append(Spacingd(keys, pixdim=spacing, mode=modes))

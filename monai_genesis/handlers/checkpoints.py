@@ -91,8 +91,9 @@ class _ResumeLoader(CheckpointLoader):
         required = [k for k in missing if k not in _OPTIONAL_RECORDS]
         if required:
             raise ValueError(
-                f"the resume state {self.load_path} has no {required} (it holds {sorted(saved)}): it was written by a "
-                "run with other training objects. Resume with the same configuration, or start a new run without --resume."
+                f"the resume state {self.load_path} has no {required} (it holds {sorted(saved)}): it was written "
+                "by a run with other training objects. Resume with the same configuration, or start a new run "
+                "without --resume."
             )
         for key in missing:
             logger.warning(f"the resume state {self.load_path} has no {key!r}; it starts afresh.")

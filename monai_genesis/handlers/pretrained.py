@@ -54,8 +54,9 @@ class PretrainedLoader:
     """Load pretrained weights into the network when training starts, through ``monai_genesis.weights.load_pretrained``.
 
     The path and the mode are checked (:py:func:`check_pretrained`) when the handler is made; the fine-tuning
-    bundles also check them first in ``initialize``, so a wrong path fails before any data is read. The transfer report is logged and kept as ``self.report``;
-    loading fewer than ``min_loaded`` tensors is an error, never a silent training from scratch.
+    bundles also check them first in ``initialize``, so a wrong path fails before any data is read. The
+    transfer report is logged and kept as ``self.report``; loading fewer than ``min_loaded`` tensors is an
+    error, never a silent training from scratch.
 
     Args:
         network: the network being fine-tuned.

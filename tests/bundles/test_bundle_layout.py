@@ -75,7 +75,8 @@ def test_norm_is_released_one_for_pretraining_and_ordinary_for_fine_tuning(name,
     parser = ConfigParser()
     parser.read_config(config(name, part))
     parser.update({"genesis_features": 2})
-    norms = [m for m in parser.get_parsed_content("network_def").modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    network = parser.get_parsed_content("network_def")
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert len(norms) >= 8
     if name == "genesis_pretrain":
         assert all(isinstance(m, GenesisBatchNorm) for m in norms)

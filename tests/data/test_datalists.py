@@ -113,7 +113,10 @@ def test_pretrain_datalist_keeps_and_checks_an_entrys_intensity(tmp_path):
     listing.write_text(json.dumps({"training": [{"image": "ct.nii.gz"}, {"image": "mr.nii.gz", "intensity": "mri"}]}))
     parts = pretrain_datalist(None, str(tmp_path / "out"), datalist=str(listing), val_fraction=0.5)
     entries = sorted(parts["training"] + parts["validation"], key=lambda i: i["image"])
-    assert entries == [{"image": str(tmp_path / "ct.nii.gz")}, {"image": str(tmp_path / "mr.nii.gz"), "intensity": "mri"}]
+    assert entries == [
+        {"image": str(tmp_path / "ct.nii.gz")},
+        {"image": str(tmp_path / "mr.nii.gz"), "intensity": "mri"},
+    ]
     listing.write_text(json.dumps({"training": [{"image": "mr.nii.gz", "intensity": "pet"}]}))
     with pytest.raises(ValueError, match=r"'intensity' of datalist entry .*mr.nii.gz must be one of"):
         pretrain_datalist(None, str(tmp_path / "out"), datalist=str(listing))

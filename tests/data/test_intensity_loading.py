@@ -48,7 +48,8 @@ def test_an_entry_names_its_own_setting():
     mri = scale({"image": values.clone(), "intensity": "mri"})
     # the MRI window of the foreground (0 is background): 100 -> 0, 400 -> 1
     assert mri["intensity"] == "mri"
-    assert float(mri["image"][0, 1]) == pytest.approx(0.0, abs=0.01) and float(mri["image"][0, 4]) == pytest.approx(1.0, abs=0.01)
+    assert float(mri["image"][0, 1]) == pytest.approx(0.0, abs=0.01)
+    assert float(mri["image"][0, 4]) == pytest.approx(1.0, abs=0.01)
     minmax = scale({"image": values.clone(), "intensity": "minmax"})["image"]
     torch.testing.assert_close(minmax, values / 400)
     assert Intensityd("ct", entry_key=None).setting_of({"intensity": "mri"}) == "ct"
