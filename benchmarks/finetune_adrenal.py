@@ -44,7 +44,7 @@ PRESETS = {
         "pretrain_epochs": 1, "pretrain_batch": 16, "max_train": 64,
     },
     "reduced": {
-        "threads": 1, "features": 4, "input_size": 24, "epochs": 12, "batch_size": 16, "learning_rate": 1e-3, "seeds": [0, 1, 2],
+        "threads": 1, "features": 4, "input_size": 24, "epochs": 12, "batch_size": 16, "learning_rate": 1e-3, "seeds": [0, 1, 2, 3, 4],
         "pretrain_epochs": 8, "pretrain_batch": 16, "max_train": 0,
     },
     "full": {

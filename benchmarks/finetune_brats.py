@@ -59,7 +59,7 @@ PRESETS = {
     },
     "reduced": {
         "threads": 1, "features": 4, "patch_size": [32, 32, 16], "spacing": [2.0, 2.0, 2.0], "patches_per_case": 32,
-        "batch_size": 4, "steps": 300, "learning_rate": 1e-3, "seeds": [0, 1, 2], "fractions": [0.25, 0.5, 1.0],
+        "batch_size": 4, "steps": 300, "learning_rate": 1e-3, "seeds": [0, 1, 2, 3, 4], "fractions": [0.25, 0.5, 1.0],
         "pretrain_epochs": 30, "pretrain_cubes": 12, "pretrain_batch": 6, "sw_batch_size": 4,
     },
     "full": {
