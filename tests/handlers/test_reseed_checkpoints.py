@@ -152,7 +152,8 @@ def test_resumed_run_keeps_the_best_model_of_the_first_run(tmp_path):
 
 
 def _train_with_early_stop(tmp_path, scores, resume, patience=2):
-    """One epoch per score (lower is better) with an early stop of ``patience`` epochs; returns the last epoch."""
+    """One epoch per score (lower is better) with an early stop of ``patience`` epochs; returns the last epoch
+    and the early stop's count of epochs without improvement."""
     from monai.handlers import EarlyStopHandler
 
     net = torch.nn.Linear(2, 1)
