@@ -28,6 +28,7 @@ from .dictionary import (
     RandOutpaintD,
     RandOutpaintDict,
 )
+from .masking import RandBlockMask, RandBlockMaskd, RandBlockMaskD, RandBlockMaskDict
 
 __all__ = [
     "RandGenesisCorruption",
@@ -54,4 +55,8 @@ __all__ = [
     "RandOutpaintd",
     "RandOutpaintD",
     "RandOutpaintDict",
+    "RandBlockMask",
+    "RandBlockMaskd",
+    "RandBlockMaskD",
+    "RandBlockMaskDict",
 ]

@@ -1,0 +1,85 @@
+"""A ``prepare_batch`` that masks random blocks of a whole batch on the engine's device."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai.engines.utils import PrepareBatch
+from monai.transforms import Randomizable
+
+from monai_genesis.transforms.masking import RandBlockMask
+
+__all__ = ["MaskedPrepareBatch"]
+
+
+class MaskedPrepareBatch(PrepareBatch, Randomizable):
+    """Move a batch of clean images to the engine's device and block-mask every sample there, each with its own draw.
+
+    The masking is the kernel of :py:class:`monai_genesis.transforms.RandBlockMask`, vectorised over the batch.
+    Returns ``(masked, target)`` with ``target = cat([clean, mask], dim=1)``: the clean image and, as its last
+    channel, the voxel mask (1 = masked), which :py:class:`monai_genesis.losses.MaskedMSELoss` splits off, so
+    ``SupervisedTrainer`` trains masked image modelling with no other code. With ``mask_kwarg`` it returns
+    ``(masked, target, (), {mask_kwarg: mask})`` instead, and ``SupervisedTrainer`` calls
+    ``network(masked, mask=mask)``, as the sparse (S3D) :py:class:`monai_genesis.networks.ResEncUNet` needs.
+
+    Without ``seed``, the random state is seeded from torch's global generator when the object is made, so
+    ``monai.utils.set_determinism`` makes runs repeatable; under DDP give each rank its own seed.
+
+    Args:
+        masking: the masking to apply; None for :py:class:`RandBlockMask` with the paper's block size 16 and
+            mask ratio 0.75.
+        image_key: key of the clean images in the batch dictionary.
+        mask_kwarg: name of the network argument that receives the mask ``(B, 1, *spatial)``; None to not pass it.
+        seed: seed of the random state.
+    """
+
+    def __init__(
+        self,
+        masking: RandBlockMask | None = None,
+        image_key: str = "image",
+        mask_kwarg: str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.masking = RandBlockMask() if masking is None else masking
+        self.image_key = image_key
+        self.mask_kwarg = mask_kwarg
+        self.set_random_state(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.masking.set_random_state(state=self.R)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        """Masks are drawn per batch in :py:meth:`__call__`."""
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any] | torch.Tensor,
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs,
+    ) -> tuple:
+        """Mask ``batchdata[image_key]`` (or a tensor batch) on ``device``; returns ``(masked, cat([clean, mask]))``."""
+        if isinstance(batchdata, Mapping):
+            if self.image_key not in batchdata:
+                raise KeyError(
+                    f"MaskedPrepareBatch: key '{self.image_key}' not in the batch, which has keys {list(batchdata)}; "
+                    "set image_key=."
+                )
+            images = batchdata[self.image_key]
+        else:
+            images = batchdata
+        images = torch.as_tensor(images).to(device=device, non_blocking=non_blocking, **kwargs)
+        if hasattr(images, "as_tensor"):
+            images = images.as_tensor()
+        with torch.no_grad():
+            masked, mask = self.masking.mask_batch(images)
+            target = torch.cat([images, mask.to(images.dtype)], dim=1)
+        if self.mask_kwarg is None:
+            return masked, target
+        return masked, target, (), {self.mask_kwarg: mask}
