@@ -1,0 +1,5 @@
+"""Losses of the pretraining recipes."""
+
+from .masked_mse import MaskedMSELoss
+
+__all__ = ["MaskedMSELoss"]
