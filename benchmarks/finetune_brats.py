@@ -9,7 +9,7 @@
 The task of the paper's BMS target (BraTS 2013 FLAIR, whole tumour = every label > 0). Preparation, done once
 per run in a work folder: each case is put in RAS, resampled to ``--spacing`` (the reduced setting's 2 mm; the
 full setting keeps 1 mm), its FLAIR scaled to [0, 1] by the 0.5–99.5 percentile window of the voxels inside
-the brain mask (``monai_genesis.data.ForegroundPercentileWindow``, the bundles' MRI setting) and set to 0
+the brain mask (``monai_genesis.transforms.ForegroundPercentileWindow``, the bundles' MRI setting) and set to 0
 outside, and cropped to the brain. A fixed pool of training patches (half centred on tumour, half on brain,
 ``RandCropByPosNegLabeld`` with a fixed seed) is cut from the training cases; each run trains on a seeded
 random 25%, 50% or 100% of that pool for the same number of optimisation steps, then the final network is
@@ -107,7 +107,7 @@ def prepare_case(image: str, label: str | None, mask: str | None, spacing, inten
         Spacingd,
     )
 
-    from monai_genesis.data import ForegroundPercentileWindow, intensity_transform
+    from monai_genesis.transforms import ForegroundPercentileWindow, intensity_transform
 
     item = {"image": image, **({"label": label} if label else {}), **({"mask": mask} if mask else {})}
     keys = list(item)

@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common
-from monai_genesis.data import INTENSITY_SETTINGS
+from monai_genesis.transforms import INTENSITY_SETTINGS
 
 BUNDLE = "genesis_pretrain"
 PATHS = ("per_sample", "batched")

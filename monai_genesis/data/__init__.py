@@ -1,6 +1,14 @@
-"""Data for Genesis bundles: synthetic phantoms, dataset discovery and checks, readers, cube sampling, intensity."""
+"""Data of the bundles: data sets, datalists, dataset discovery and checks, readers and synthetic phantoms.
 
-from monai_genesis.data.cubes import CubeDataset, FixedCubeSamplesd, RandCubeSamplesd
+The transforms that once lived here (cube sampling, intensity settings, loading) are in ``monai_genesis.transforms``;
+their old names still import from here, with a ``DeprecationWarning``.
+"""
+
+import importlib
+import warnings
+
+
+from monai_genesis.data.cubes import CubeDataset
 from monai_genesis.data.datalists import (
     classification_datalist,
     pretrain_datalist,
@@ -8,18 +16,7 @@ from monai_genesis.data.datalists import (
     split_datalist,
     volume_datalist,
 )
-from monai_genesis.data.geometry import FeatureGridAffined
 from monai_genesis.data.discovery import VOLUME_SUFFIXES, check_datalist, find_volumes, read_spatial_shape
-from monai_genesis.data.intensity import (
-    INTENSITY_KEY,
-    INTENSITY_SETTINGS,
-    ForegroundPercentileWindow,
-    ForegroundPercentileWindowd,
-    Intensityd,
-    check_intensity_setting,
-    intensity_transform,
-)
-from monai_genesis.data.loading import ClassTargetd, LoadVolumed
 from monai_genesis.data.medmnist import load_medmnist
 from monai_genesis.data.phantoms import (
     PHANTOM_LABELS,
@@ -30,25 +27,13 @@ from monai_genesis.data.phantoms import (
 )
 
 __all__ = [
-    "FeatureGridAffined",
-    "INTENSITY_KEY",
-    "INTENSITY_SETTINGS",
     "PHANTOM_LABELS",
     "VOLUME_SUFFIXES",
-    "ClassTargetd",
     "CubeDataset",
-    "FixedCubeSamplesd",
-    "ForegroundPercentileWindow",
-    "ForegroundPercentileWindowd",
-    "Intensityd",
-    "LoadVolumed",
-    "RandCubeSamplesd",
     "check_datalist",
-    "check_intensity_setting",
     "classification_datalist",
     "ct_phantom",
     "find_volumes",
-    "intensity_transform",
     "load_medmnist",
     "nodule_patch_phantom",
     "pretrain_datalist",
@@ -59,3 +44,30 @@ __all__ = [
     "write_ct_phantoms",
     "write_nodule_patch_phantoms",
 ]
+
+# names that moved to monai_genesis.transforms, kept importable from here for existing code and configs
+_MOVED = {
+    "ClassTargetd": "monai_genesis.transforms.loading",
+    "FeatureGridAffined": "monai_genesis.transforms.geometry",
+    "FixedCubeSamplesd": "monai_genesis.transforms.cubes",
+    "ForegroundPercentileWindow": "monai_genesis.transforms.intensity",
+    "ForegroundPercentileWindowd": "monai_genesis.transforms.intensity",
+    "INTENSITY_KEY": "monai_genesis.transforms.intensity",
+    "INTENSITY_SETTINGS": "monai_genesis.transforms.intensity",
+    "Intensityd": "monai_genesis.transforms.intensity",
+    "LoadVolumed": "monai_genesis.transforms.loading",
+    "RandCubeSamplesd": "monai_genesis.transforms.cubes",
+    "check_intensity_setting": "monai_genesis.transforms.intensity",
+    "intensity_transform": "monai_genesis.transforms.intensity",
+}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        warnings.warn(
+            f"monai_genesis.data.{name} moved to monai_genesis.transforms.{name}; import it from there.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'monai_genesis.data' has no attribute {name!r}")

@@ -10,7 +10,7 @@ import numpy as np
 from monai.data import load_decathlon_datalist
 
 from monai_genesis.data.discovery import check_datalist, find_volumes
-from monai_genesis.data.intensity import INTENSITY_KEY
+from monai_genesis.transforms.intensity import INTENSITY_KEY
 from monai_genesis.data.medmnist import load_medmnist
 from monai_genesis.data.phantoms import write_ct_phantoms, write_nodule_patch_phantoms
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from monai_genesis.data.intensity import INTENSITY_KEY, check_intensity_setting
+from monai_genesis.transforms.intensity import INTENSITY_KEY, check_intensity_setting
 
 __all__ = ["VOLUME_SUFFIXES", "check_datalist", "find_volumes", "is_dicom_file", "read_spatial_shape"]
 

@@ -1,4 +1,10 @@
-"""The Models Genesis corruptions as MONAI array and dictionary transforms."""
+"""Every MONAI transform of the project, array and dictionary twins.
+
+- the Models Genesis corruptions: ``array``, ``dictionary`` (their kernels in ``flip``, ``shuffle``, ``nonlinear``,
+  ``painting``, shared with the batched path of ``monai_genesis.engines``);
+- cube sampling (``cubes``), intensity settings (``intensity``), loading and class targets (``loading``), the grid of
+  encoder features (``geometry``).
+"""
 
 from .array import (
     RandGenesisCorruption,
@@ -8,6 +14,7 @@ from .array import (
     RandNonlinearIntensity,
     RandOutpaint,
 )
+from .cubes import FixedCubeSamplesd, RandCubeSamples, RandCubeSamplesd
 from .dictionary import (
     RandGenesisCorruptiond,
     RandGenesisCorruptionD,
@@ -28,9 +35,56 @@ from .dictionary import (
     RandOutpaintD,
     RandOutpaintDict,
 )
+from .geometry import FeatureGridAffine, FeatureGridAffined
+from .intensity import (
+    INTENSITY_KEY,
+    INTENSITY_SETTINGS,
+    ApplyIntensitySettingd,
+    ForegroundPercentileWindow,
+    ForegroundPercentileWindowd,
+    Intensityd,
+    check_intensity_setting,
+    intensity_transform,
+)
+from .loading import ClassTarget, ClassTargetd, LoadVolume, LoadVolumed
 from .masking import RandBlockMask, RandBlockMaskd, RandBlockMaskD, RandBlockMaskDict
+from .variable_dimension import (
+    RandChannelShuffle,
+    RandChannelShuffled,
+    RandChannelShuffleD,
+    RandChannelShuffleDict,
+    VariableDimension,
+    VariableDimensiond,
+    VariableDimensionD,
+    VariableDimensionDict,
+)
 
 __all__ = [
+    "RandChannelShuffle",
+    "RandChannelShuffled",
+    "RandChannelShuffleD",
+    "RandChannelShuffleDict",
+    "VariableDimension",
+    "VariableDimensiond",
+    "VariableDimensionD",
+    "VariableDimensionDict",
+    "INTENSITY_KEY",
+    "INTENSITY_SETTINGS",
+    "ApplyIntensitySettingd",
+    "ClassTarget",
+    "ClassTargetd",
+    "FeatureGridAffine",
+    "FeatureGridAffined",
+    "FixedCubeSamplesd",
+    "ForegroundPercentileWindow",
+    "ForegroundPercentileWindowd",
+    "Intensityd",
+    "LoadVolume",
+    "LoadVolumed",
+    "RandCubeSamples",
+    "RandCubeSamplesd",
+    "check_intensity_setting",
+    "intensity_transform",
     "RandGenesisCorruption",
     "RandGenesisFlip",
     "RandInpaint",

@@ -4,8 +4,12 @@ Every transform takes a channel-first image ``(C, H, W)`` or ``(C, H, W, D)`` (N
 device, or ``MetaTensor``) and returns the same type on the same device; a ``MetaTensor`` keeps its meta data and
 affine. Each channel is corrupted independently (its own decision and parameters). Small parameters are drawn from
 ``self.R``; bulk random numbers (noise, permutation keys) come from a torch generator on the image's device seeded
-from ``self.R``, so ``set_random_state`` and ``monai.utils.set_determinism`` make runs repeatable. The input is
-never modified.
+by a number drawn from ``self.R``, so ``set_random_state`` and ``monai.utils.set_determinism`` make runs
+repeatable. The input is never modified.
+
+MONAI's contract: ``randomize(img)`` draws every parameter (which channels, blocks, curves, boxes, flips and the
+seed of the noise) and returns them as one object, also kept in ``last_draw``; ``__call__(img, randomize=False)``
+applies the last draw again, to the same image or to another of the same shape.
 
 The same methods corrupt a whole batch ``(B, C, *spatial)`` in one vectorised pass
 (:py:meth:`RandGenesisCorruption.corrupt_batch`), which :py:class:`monai_genesis.engines.GenesisPrepareBatch` runs
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,17 +28,26 @@ import torch
 
 from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import RandomizableTransform
 from monai.data.meta_obj import get_track_meta
+from monai.transforms import Flip, RandomizableTransform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
 from .flip import draw_flips, flip_items
 from .nonlinear import apply_lut, bezier_lut, draw_nonlinear, percentile_range
 from .painting import INPAINT_MIN_SIZE, OUTPAINT_MIN_SIZE, draw_inpaint_boxes, draw_outpaint_boxes, paint
 from .shuffle import blocks_touching, draw_blocks, local_shuffle
-from .utils import check_channel_first, check_intensity, check_min_spatial_size, torch_generator
+from .utils import (
+    check_channel_first,
+    check_intensity,
+    check_min_spatial_size,
+    draw_seed,
+    seeded_generator,
+    torch_generator,
+)
 
 __all__ = [
+    "GenesisDraw",
+    "ItemDraw",
     "RandNonlinearIntensity",
     "RandLocalPixelShuffle",
     "RandInpaint",
@@ -55,6 +69,39 @@ def _check_range(value_range: Sequence[float] | None, zscore: bool) -> tuple[flo
     if value_range is None or len(value_range) != 2 or not value_range[0] < value_range[1]:
         raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}; or set zscore=True.")
     return float(value_range[0]), float(value_range[1])
+
+
+@dataclass(frozen=True)
+class ItemDraw:
+    """What one corruption drew for ``n`` items ``(n, *spatial)``.
+
+    Attributes:
+        shape: the shape ``(n, *spatial)`` it was drawn for.
+        selected: which items it corrupts, a boolean array ``(n,)``.
+        params: the parameters of the selected items (blocks, curves or boxes); None when none is selected.
+        seed: the seed of the torch generator of its bulk random numbers (noise, permutation keys).
+    """
+
+    shape: tuple[int, ...]
+    selected: np.ndarray
+    params: Any
+    seed: int
+
+    @property
+    def active(self) -> bool:
+        return bool(self.selected.any())
+
+
+@dataclass(frozen=True)
+class GenesisDraw:
+    """Everything :py:class:`RandGenesisCorruption` drew for a batch: the flips ``(B, spatial_dims)`` and one
+    :py:class:`ItemDraw` per corruption over the ``B * C`` items."""
+
+    flips: np.ndarray
+    shuffle: ItemDraw
+    nonlinear: ItemDraw
+    inpaint: ItemDraw
+    outpaint: ItemDraw
 
 
 class _ItemCorruption(RandomizableTransform):
@@ -79,9 +126,7 @@ class _ItemCorruption(RandomizableTransform):
         self.value_range = _check_range(value_range, zscore)
         self.zscore = zscore
         self.spatial_dims = spatial_dims
-        self._selected: np.ndarray | None = None
-        self._params: Any = None
-        self._shape: tuple[int, ...] | None = None
+        self.last_draw: ItemDraw | None = None
 
     def draw(self, n: int, spatial_shape: tuple[int, ...], device: torch.device) -> Any:
         raise NotImplementedError
@@ -94,20 +139,39 @@ class _ItemCorruption(RandomizableTransform):
         mode."""
         return percentile_range(items) if self.zscore else self.value_range
 
-    def randomize(self, data: torch.Tensor, selected: np.ndarray | None = None) -> None:
-        """Draw which items to corrupt and their parameters.
+    def randomize(self, data: torch.Tensor, selected: np.ndarray | None = None) -> ItemDraw:
+        """Draw which items to corrupt, their parameters and the seed of their noise; returns and keeps the draw.
 
         Args:
             data: the items ``(n, *spatial)``; parameters are drawn for their shape, on their device.
             selected: which items to corrupt; None draws each with probability ``prob``.
         """
         shape = tuple(data.shape)
-        self._shape = shape
-        self._selected = self.R.rand(shape[0]) < self.prob if selected is None else np.asarray(selected, dtype=bool)
-        self._do_transform = bool(self._selected.any())
-        self._params = None
-        if self._do_transform:
-            self._params = self.draw(int(self._selected.sum()), shape[1:], data.device)
+        check_min_spatial_size(shape[1:], self.min_size, type(self).__name__, self.min_size_reason)
+        chosen = self.R.rand(shape[0]) < self.prob if selected is None else np.asarray(selected, dtype=bool)
+        params = self.draw(int(chosen.sum()), shape[1:], data.device) if chosen.any() else None
+        self.last_draw = ItemDraw(shape, chosen, params, draw_seed(self.R))
+        self._do_transform = self.last_draw.active
+        return self.last_draw
+
+    def apply_items(self, items: torch.Tensor, draw: ItemDraw | None = None) -> torch.Tensor:
+        """Corrupt the items ``(n, *spatial)`` (a plain tensor) with ``draw`` (the last draw when None)."""
+        draw = self.last_draw if draw is None else draw
+        name = type(self).__name__
+        if draw is None:
+            raise RuntimeError(f"{name}: call randomize() before applying with randomize=False.")
+        if draw.shape != tuple(items.shape):
+            raise ValueError(f"{name}: the draw was made for items of shape {draw.shape}, got {tuple(items.shape)}.")
+        if not draw.active:
+            return items
+        generator = seeded_generator(draw.seed, items.device)
+        if draw.selected.all():
+            return self.apply(items, draw.params, *self.bounds(items), generator)
+        index = torch.as_tensor(np.flatnonzero(draw.selected), device=items.device)
+        chosen = items.index_select(0, index)
+        out = items.clone()
+        out[index] = self.apply(chosen, draw.params, *self.bounds(chosen), generator)
+        return out
 
     def corrupt_items(self, items: torch.Tensor, selected: np.ndarray | None = None, randomize: bool = True):
         """Corrupt the items ``(n, *spatial)`` (a plain tensor), each chosen with probability ``prob``.
@@ -115,26 +179,11 @@ class _ItemCorruption(RandomizableTransform):
         Args:
             items: the images, one per channel and sample.
             selected: which items to corrupt; None draws each with probability ``prob``.
-            randomize: False to reuse the parameters of the last :py:meth:`randomize` call.
+            randomize: False to apply the last draw again.
         """
         if randomize:
-            check_min_spatial_size(items.shape[1:], self.min_size, type(self).__name__, self.min_size_reason)
             self.randomize(items, selected)
-        elif self._shape != tuple(items.shape):
-            raise ValueError(
-                f"{type(self).__name__}: randomize() was called for items of shape {self._shape}, "
-                f"got {tuple(items.shape)}."
-            )
-        if not self._do_transform:
-            return items
-        generator = torch_generator(self.R, items.device)
-        if self._selected.all():
-            return self.apply(items, self._params, *self.bounds(items), generator)
-        index = torch.as_tensor(np.flatnonzero(self._selected), device=items.device)
-        chosen = items.index_select(0, index)
-        out = items.clone()
-        out[index] = self.apply(chosen, self._params, *self.bounds(chosen), generator)
-        return out
+        return self.apply_items(items)
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         """Corrupt each channel of ``img``; returns a new image of the same type and device."""
@@ -322,29 +371,42 @@ class RandGenesisFlip(RandomizableTransform):
         RandomizableTransform.__init__(self, 1.0)
         self.flip_rate = _check_prob("flip_rate", flip_rate)
         self.max_flips, self.spatial_dims = int(max_flips), spatial_dims
-        self._flips: np.ndarray | None = None
+        self.flips: np.ndarray | None = None
 
-    def randomize(self, data: Any = None, n: int = 1, spatial_dims: int = 3) -> None:
-        """Draw the flipped axes of ``n`` samples with ``spatial_dims`` spatial axes."""
-        self._flips = draw_flips(self.R, n, spatial_dims, self.flip_rate, self.max_flips)
-        self._do_transform = bool(self._flips.any())
+    def randomize(self, data: Any = None, n: int = 1, spatial_dims: int = 3) -> np.ndarray:
+        """Draw the flipped axes of ``n`` samples with ``spatial_dims`` spatial axes; returns and keeps them as a
+        boolean array ``(n, spatial_dims)``."""
+        self.flips = draw_flips(self.R, n, spatial_dims, self.flip_rate, self.max_flips)
+        self._do_transform = bool(self.flips.any())
+        return self.flips
 
-    def flip_batch(self, x: torch.Tensor, randomize: bool = True) -> torch.Tensor:
-        """Flip each sample of a batch ``(B, C, *spatial)``; returns ``x`` itself when nothing is flipped."""
+    def flip_batch(self, x: torch.Tensor, randomize: bool = True, flips: np.ndarray | None = None) -> torch.Tensor:
+        """Flip each sample of a batch ``(B, C, *spatial)`` with ``flips`` (the last draw when None, a new one
+        when ``randomize``); returns ``x`` itself when nothing is flipped."""
         if randomize:
             self.randomize(n=x.shape[0], spatial_dims=x.ndim - 2)
-        return flip_items(x, self._flips) if self._do_transform else x
+        flips = self.flips if flips is None else flips
+        if flips is None or flips.shape != (x.shape[0], x.ndim - 2):
+            raise ValueError(f"{type(self).__name__}: no flips drawn for a batch of shape {tuple(x.shape)}.")
+        return flip_items(x, flips) if flips.any() else x
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
-        """Flip ``img``; returns a new image of the same type and device."""
+        """Flip ``img``; returns a new image of the same type and device.
+
+        A ``MetaTensor`` is flipped by ``monai.transforms.Flip``: its affine follows the flip and the flip is
+        recorded in its ``applied_operations`` (so ``Invertd`` can undo it).
+        """
         spatial_dims = check_channel_first(img, self.spatial_dims, type(self).__name__)
-        img_t = convert_to_tensor(img, track_meta=False)
         if randomize:
             self.randomize(n=1, spatial_dims=spatial_dims)
+        if self.flips is None or self.flips.shape != (1, spatial_dims):
+            raise ValueError(f"{type(self).__name__}: no flips drawn for an image of shape {tuple(img.shape)}.")
+        if isinstance(img, MetaTensor) and get_track_meta():
+            axes = np.flatnonzero(self.flips[0]).tolist()
+            return Flip(spatial_axis=axes)(img) if axes else img.clone()
+        img_t = convert_to_tensor(img, track_meta=False)
         out = self.flip_batch(img_t[None], randomize=False)[0]
         out = img_t.clone() if out is img_t else out
-        if isinstance(img, MetaTensor) and get_track_meta():
-            return convert_to_dst_type(out, dst=img)[0]
         return convert_to_dst_type(out, dst=img)[0] if isinstance(img, np.ndarray) else out
 
 
@@ -394,6 +456,7 @@ class RandGenesisCorruption(RandomizableTransform):
         self.inpaint = RandInpaint(**common)
         self.outpaint = RandOutpaint(**common)
         self._parts = (self.flip, self.shuffle, self.nonlinear, self.inpaint, self.outpaint)
+        self.last_draw: GenesisDraw | None = None
         self.set_random_state(state=self.R)
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
@@ -402,54 +465,83 @@ class RandGenesisCorruption(RandomizableTransform):
             part.set_random_state(state=self.R)
         return self
 
-    def randomize(self, data: Any = None) -> None:
-        """Nothing to draw up front: each step draws its parameters from the shared ``self.R`` as it runs."""
-
-    def corrupt_batch(self, x: torch.Tensor, check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Corrupt a batch ``(B, C, *spatial)`` (plain tensor, any device) in one vectorised pass.
-
-        Args:
-            x: the clean batch, intensities in ``value_range``.
-            check: check the intensities (NaN/inf, range) first.
-
-        Returns:
-            ``(corrupted, target)``, target being the flipped clean batch.
-        """
+    def draw_batch(self, shape: Sequence[int], device: torch.device | str = "cpu") -> GenesisDraw:
+        """Draw every parameter of the corruption of a batch of ``shape`` ``(B, C, *spatial)`` on ``device``;
+        returns and keeps the draw (``last_draw``)."""
+        shape = tuple(int(s) for s in shape)
         name = type(self).__name__
-        if x.ndim not in (4, 5) or (self.spatial_dims is not None and x.ndim != self.spatial_dims + 2):
-            raise ValueError(f"{name}: expected a batch (B, C, H, W[, D]), got shape {tuple(x.shape)}.")
-        if not x.is_floating_point():
-            raise ValueError(f"{name}: expected a floating-point batch, got dtype {x.dtype}; convert and scale it first.")
-        spatial = tuple(x.shape[2:])
+        if len(shape) not in (4, 5) or (self.spatial_dims is not None and len(shape) != self.spatial_dims + 2):
+            raise ValueError(f"{name}: expected a batch (B, C, H, W[, D]), got shape {shape}.")
+        spatial = shape[2:]
         check_min_spatial_size(spatial, self.outpaint.min_size, name, self.outpaint.min_size_reason)
-        if check:
-            check_intensity(x, self.value_range, name)
-        target = self.flip.flip_batch(x)
-        items = target.reshape(-1, *spatial)
+        # a zero-stride stand-in for the items: the draws need only their shape and device
+        items = torch.zeros((), device=device).expand(shape[0] * shape[1], *spatial)
+        flips = self.flip.randomize(n=shape[0], spatial_dims=len(spatial))
         n = items.shape[0]
         # painting does not depend on the image, so it is drawn first: the shuffle then skips the blocks that
         # out-painting covers with noise anyway, which leaves every kept voxel's distribution as it was
         painted = self.R.rand(n) < self.paint_rate
         inpainted = painted & (self.R.rand(n) < self.inpaint_rate)
-        self.inpaint.randomize(items, selected=inpainted)
-        self.outpaint.randomize(items, selected=painted & ~inpainted)
-        self.shuffle.randomize(items)
-        self._skip_erased_blocks()
-        items = self.shuffle.corrupt_items(items, randomize=False)
-        items = self.nonlinear.corrupt_items(items)
-        items = self.inpaint.corrupt_items(items, randomize=False)
-        items = self.outpaint.corrupt_items(items, randomize=False)
-        corrupted = items.reshape(x.shape)
-        if corrupted.data_ptr() == target.data_ptr():
-            corrupted = corrupted.clone()
+        inpaint = self.inpaint.randomize(items, selected=inpainted)
+        outpaint = self.outpaint.randomize(items, selected=painted & ~inpainted)
+        shuffle = self._skip_erased_blocks(self.shuffle.randomize(items), outpaint)
+        nonlinear = self.nonlinear.randomize(items)
+        self.last_draw = GenesisDraw(flips, shuffle, nonlinear, inpaint, outpaint)
+        return self.last_draw
+
+    def randomize(self, data: NdarrayOrTensor) -> GenesisDraw:
+        """Draw every parameter of the corruption of one channel-first image ``data``; returns and keeps it."""
+        check_channel_first(data, self.spatial_dims, type(self).__name__)
+        device = data.device if isinstance(data, torch.Tensor) else "cpu"
+        return self.draw_batch((1, *data.shape), device)
+
+    def apply_batch(self, x: torch.Tensor, draw: GenesisDraw | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Corrupt a batch ``(B, C, *spatial)`` with ``draw`` (the last draw when None); returns
+        ``(corrupted, target)``, target being the flipped clean batch."""
+        draw = self.last_draw if draw is None else draw
+        if draw is None:
+            raise RuntimeError(f"{type(self).__name__}: call randomize() before applying with randomize=False.")
+        target = self.flip.flip_batch(x, randomize=False, flips=draw.flips)
+        corrupted = self._corrupt_flipped(target, draw)
         return corrupted, target
 
-    def _skip_erased_blocks(self) -> None:
+    def _corrupt_flipped(self, target: torch.Tensor, draw: GenesisDraw) -> torch.Tensor:
+        items = target.reshape(-1, *target.shape[2:])
+        items = self.shuffle.apply_items(items, draw.shuffle)
+        items = self.nonlinear.apply_items(items, draw.nonlinear)
+        items = self.inpaint.apply_items(items, draw.inpaint)
+        items = self.outpaint.apply_items(items, draw.outpaint)
+        corrupted = items.reshape(target.shape)
+        return corrupted.clone() if corrupted.data_ptr() == target.data_ptr() else corrupted
+
+    def corrupt_batch(
+        self, x: torch.Tensor, check: bool = True, randomize: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Corrupt a batch ``(B, C, *spatial)`` (plain tensor, any device) in one vectorised pass.
+
+        Args:
+            x: the clean batch, intensities in ``value_range``.
+            check: check the intensities (NaN/inf, range) first.
+            randomize: False to apply the last draw again.
+
+        Returns:
+            ``(corrupted, target)``, target being the flipped clean batch.
+        """
+        name = type(self).__name__
+        if not x.is_floating_point():
+            raise ValueError(f"{name}: expected a floating-point batch, got dtype {x.dtype}; convert and scale it first.")
+        if randomize:
+            self.draw_batch(x.shape, x.device)
+        if check:
+            check_intensity(x, self.value_range, name)
+        return self.apply_batch(x)
+
+    def _skip_erased_blocks(self, shuffle: ItemDraw, outpaint: ItemDraw) -> ItemDraw:
         """Keep only the shuffled blocks of out-painted items that overlap one of their kept boxes."""
-        shuffled, outpainted = self.shuffle._selected, self.outpaint._selected
+        shuffled, outpainted = shuffle.selected, outpaint.selected
         if not (shuffled & outpainted).any():
-            return
-        blocks, boxes = self.shuffle._params, self.outpaint._params
+            return shuffle
+        blocks, boxes = shuffle.params, outpaint.params
         starts, stops, used = boxes.starts, boxes.stops, boxes.used
         if not (shuffled == outpainted).all():
             # per shuffled item: its out-painting boxes, or one box over the whole image
@@ -463,18 +555,32 @@ class RandGenesisCorruption(RandomizableTransform):
             starts[erased], stops[erased], used[erased] = boxes.starts[source], boxes.stops[source], boxes.used[source]
         as_tensor = functools.partial(torch.as_tensor, device=blocks.sizes.device)
         keep = blocks_touching(blocks, as_tensor(starts), as_tensor(stops), as_tensor(used))
-        self.shuffle._params = blocks.select(keep)
+        return replace(shuffle, params=blocks.select(keep))
 
-    def __call__(self, img: NdarrayOrTensor) -> tuple[NdarrayOrTensor, NdarrayOrTensor]:
-        """Corrupt ``img``; returns ``(corrupted, target)`` of the input's type and device."""
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> tuple[NdarrayOrTensor, NdarrayOrTensor]:
+        """Corrupt ``img``; returns ``(corrupted, target)`` of the input's type and device.
+
+        ``randomize=False`` applies the last draw again. A ``MetaTensor``'s affine follows the flips (through
+        ``monai.transforms.Flip``, which also records them) in both outputs.
+        """
         name = type(self).__name__
         check_channel_first(img, self.spatial_dims, name)
         img_t = convert_to_tensor(img, track_meta=False)
-        corrupted, target = self.corrupt_batch(img_t[None])
+        if not img_t.is_floating_point():
+            raise ValueError(f"{name}: expected a floating-point image, got dtype {img_t.dtype}; convert and scale it first.")
+        if randomize:
+            self.randomize(img_t)
+        elif self.last_draw is None or self.last_draw.flips.shape[0] != 1:
+            raise RuntimeError(f"{name}: call randomize(img) before __call__(img, randomize=False).")
+        check_intensity(img_t, self.value_range, name)
+        if isinstance(img, MetaTensor) and get_track_meta():
+            self.flip.flips = self.last_draw.flips
+            target = self.flip(img, randomize=False)
+            corrupted = self._corrupt_flipped(target.as_tensor()[None], self.last_draw)[0]
+            return convert_to_dst_type(corrupted, dst=target)[0], target
+        corrupted, target = self.apply_batch(img_t[None])
         corrupted, target = corrupted[0], target[0]
         target = img_t.clone() if target.data_ptr() == img_t.data_ptr() else target
-        if isinstance(img, MetaTensor) and get_track_meta():
-            return convert_to_dst_type(corrupted, dst=img)[0], convert_to_dst_type(target, dst=img)[0]
         if isinstance(img, np.ndarray):
             return convert_to_dst_type(corrupted, dst=img)[0], convert_to_dst_type(target, dst=img)[0]
         return corrupted, target

@@ -1,7 +1,8 @@
 """Dictionary twins of :py:mod:`monai_genesis.transforms.array`.
 
-Each wraps one array transform, forwards ``set_random_state`` to it, draws once per call and applies the same
-draw to every key (keys must then share the shape). :py:class:`RandGenesisCorruptiond` copies the clean image to
+Each wraps one array transform, forwards ``set_random_state`` to it, draws once per call (the array transform's
+``randomize``, with its checks) and applies the same draw (channels, blocks, curves, boxes, flips and noise seed) to
+every key with ``__call__(img, randomize=False)``; the keys must then share the shape. :py:class:`RandGenesisCorruptiond` copies the clean image to
 a target key (``"label"`` by default, so ``SupervisedTrainer`` trains restoration with no extra code) before
 corrupting it.
 """
@@ -94,8 +95,8 @@ class _ItemCorruptiond(RandomizableTransform, MapTransform):
         for key in keys:
             check_intensity(convert_to_tensor(d[key], track_meta=False), self.transform.value_range, type(self).__name__)
         first_t = convert_to_tensor(first, track_meta=False)
-        self.transform.randomize(first_t.reshape(-1, *first_t.shape[-spatial_dims:]))
-        self._do_transform = self.transform._do_transform
+        draw = self.transform.randomize(first_t.reshape(-1, *first_t.shape[-spatial_dims:]))
+        self._do_transform = draw.active
         for key in keys:
             d[key] = self.transform(d[key], randomize=False)
         return d
@@ -212,7 +213,8 @@ class RandGenesisCorruptiond(RandomizableTransform, MapTransform):
     """Dictionary-based :py:class:`monai_genesis.transforms.RandGenesisCorruption`: the whole Genesis corruption.
 
     For each key, the (flipped) clean image is copied to its target key, then the image is corrupted in place of
-    the key; other keys (e.g. a segmentation) are not touched.
+    the key; other keys (e.g. a segmentation) are not touched. One draw per call serves every key (the keys must
+    share the shape): the same flips, shuffled blocks, curves, boxes and noise.
 
     Args:
         keys: keys of the images to corrupt. Defaults to ``"image"``.
@@ -249,8 +251,13 @@ class RandGenesisCorruptiond(RandomizableTransform, MapTransform):
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
         _check_keys(self, d, self.keys)
-        for key, target_key in self.key_iterator(d, self.target_keys):
-            d[key], d[target_key] = self.corruption(d[key])
+        pairs = list(self.key_iterator(d, self.target_keys))
+        if not pairs:
+            return d
+        _same_shape(self, d, [key for key, _ in pairs])
+        self.corruption.randomize(d[pairs[0][0]])
+        for key, target_key in pairs:
+            d[key], d[target_key] = self.corruption(d[key], randomize=False)
         return d
 
 

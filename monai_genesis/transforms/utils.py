@@ -10,7 +10,14 @@ import torch
 
 from monai.data import MetaTensor
 
-__all__ = ["check_channel_first", "check_intensity", "check_min_spatial_size", "torch_generator"]
+__all__ = [
+    "check_channel_first",
+    "check_intensity",
+    "check_min_spatial_size",
+    "draw_seed",
+    "seeded_generator",
+    "torch_generator",
+]
 
 _RANGE_HINT = (
     "scale the image into the declared range first, e.g. for CT "
@@ -87,7 +94,17 @@ def check_min_spatial_size(spatial_shape: Sequence[int], min_size: int, name: st
         )
 
 
-def torch_generator(R: np.random.RandomState, device: torch.device) -> torch.Generator:
+def draw_seed(R: np.random.RandomState) -> int:
+    """A seed for a torch generator, drawn from ``R``."""
+    return int(R.randint(0, 2**31 - 1))
+
+
+def seeded_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """A torch generator on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def torch_generator(R: np.random.RandomState, device: torch.device | str) -> torch.Generator:
     """A torch generator on ``device`` seeded from ``R``, so that bulk noise drawn on the device follows ``R``."""
-    return torch.Generator(device=device).manual_seed(int(R.randint(0, 2**31 - 1)))
+    return seeded_generator(draw_seed(R), device)
 

@@ -183,7 +183,7 @@ def test_small_volume_is_padded(tmp_path):
 def test_mri_fragment_switches_intensity(tmp_path):
     workflow = make_workflow(BUNDLE, "train", tmp_path, intensity="mri")
     transforms = workflow.parser.get_parsed_content("train#deterministic_transforms")
-    (scale,) = [t for t in transforms if type(t).__name__ == "Intensityd"]
+    (scale,) = [t for t in transforms if type(t).__name__ == "ApplyIntensitySettingd"]
     assert scale.setting == "mri" and type(scale.transforms["mri"]).__name__ == "ForegroundPercentileWindowd"
     from monai.bundle import ConfigParser
 

@@ -58,7 +58,7 @@ def test_tensor_in_tensor_out_on_the_same_device(name, device):
         assert not torch.equal(out[0] - x[0], out[1] - x[1])
 
 
-@pytest.mark.parametrize("name", ALL_ARRAY)
+@pytest.mark.parametrize("name", TRANSFORM_NAMES)
 def test_metatensor_keeps_meta_and_affine(name):
     affine = torch.diag(torch.tensor([0.7, 0.8, 2.0, 1.0], dtype=torch.float64))
     x = MetaTensor(torch.as_tensor(smooth_cube(2)), affine=affine, meta={"filename_or_obj": "cube.nii.gz"})
@@ -66,6 +66,29 @@ def test_metatensor_keeps_meta_and_affine(name):
     assert isinstance(out, MetaTensor)
     assert torch.allclose(out.affine, affine)
     assert out.meta["filename_or_obj"] == "cube.nii.gz"
+
+
+@pytest.mark.parametrize("name", ["RandGenesisFlip", "RandGenesisCorruption"])
+def test_flips_move_the_affine_as_monai_flip(name):
+    """A flip changes the geometry: the affine follows it exactly as ``monai.transforms.Flip`` moves it, and the
+    flip is recorded, in the image and (for the pipeline) in its target."""
+    from monai.transforms import Flip
+
+    affine = torch.diag(torch.tensor([0.7, 0.8, 2.0, 1.0], dtype=torch.float64))
+    x = MetaTensor(torch.as_tensor(smooth_cube(2)), affine=affine, meta={"filename_or_obj": "cube.nii.gz"})
+    t = _make(name, flip_rate=1.0) if name == "RandGenesisCorruption" else _make(name)
+    t.set_random_state(4)
+    outputs = t(x)
+    flips = (t.last_draw.flips if name == "RandGenesisCorruption" else t.flips)[0]
+    axes = np.flatnonzero(flips).tolist()
+    assert axes, "flip_rate 1.0 flips at least one axis"
+    expected = Flip(spatial_axis=axes)(x)
+    for out in outputs if isinstance(outputs, tuple) else (outputs,):
+        assert isinstance(out, MetaTensor)
+        assert torch.allclose(out.affine, expected.affine) and not torch.allclose(out.affine, affine)
+        assert out.meta["filename_or_obj"] == "cube.nii.gz"
+        assert [op["class"] for op in out.applied_operations] == ["Flip"]
+    torch.testing.assert_close(outputs[1] if isinstance(outputs, tuple) else outputs, expected)
 
 
 @pytest.mark.parametrize("name", ALL_ARRAY)

@@ -19,9 +19,9 @@ def test_rates_of_each_corruption():
     x = torch.rand(2000, 1, 16, 16, 16)
     corrupted, target = c.corrupt_batch(x)
     assert corrupted.shape == target.shape == x.shape
-    assert abs(c.shuffle._selected.mean() - 0.5) < 0.04
-    assert abs(c.nonlinear._selected.mean() - 0.9) < 0.02
-    inpainted, outpainted = c.inpaint._selected, c.outpaint._selected
+    assert abs(c.last_draw.shuffle.selected.mean() - 0.5) < 0.04
+    assert abs(c.last_draw.nonlinear.selected.mean() - 0.9) < 0.02
+    inpainted, outpainted = c.last_draw.inpaint.selected, c.last_draw.outpaint.selected
     assert not (inpainted & outpainted).any()
     assert abs(inpainted.mean() - 0.18) < 0.025
     assert abs(outpainted.mean() - 0.72) < 0.025
@@ -35,8 +35,8 @@ def test_rates_are_parameters():
     x = torch.rand(50, 1, 16, 16, 16)
     _, target = c.corrupt_batch(x)
     assert torch.equal(target, x)
-    assert c.shuffle._selected.all() and not c.nonlinear._selected.any()
-    assert c.inpaint._selected.all() and not c.outpaint._selected.any()
+    assert c.last_draw.shuffle.selected.all() and not c.last_draw.nonlinear.selected.any()
+    assert c.last_draw.inpaint.selected.all() and not c.last_draw.outpaint.selected.any()
 
 
 def test_target_is_the_flipped_clean_image():
@@ -97,3 +97,53 @@ def test_picklable():
     clone = pickle.loads(pickle.dumps(d))
     x = smooth_cube(0)
     np.testing.assert_array_equal(d({"image": x})["image"], clone({"image": x})["image"])
+
+
+def test_randomize_draws_everything_and_replays():
+    from monai_genesis.transforms.array import GenesisDraw
+
+    c = RandGenesisCorruption(flip_rate=1.0, local_rate=1.0, nonlinear_rate=1.0, paint_rate=1.0)
+    c.set_random_state(3)
+    x = torch.as_tensor(smooth_cube(0, (2, 32, 32, 16)))
+    draw = c.randomize(x)
+    assert isinstance(draw, GenesisDraw) and c.last_draw is draw
+    assert draw.flips.shape == (1, 3) and draw.shuffle.selected.shape == (2,)
+    assert draw.nonlinear.params is not None and draw.shuffle.params is not None
+    first = c(x, randomize=False)
+    again = c(x, randomize=False)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], c(x)[0])  # a new draw corrupts differently
+    with pytest.raises(RuntimeError, match="randomize"):
+        RandGenesisCorruption()(x, randomize=False)
+
+
+def test_dictionary_draws_once_for_every_key():
+    d = RandGenesisCorruptiond(keys=("t1", "t2"), target_keys=("t1_clean", "t2_clean"), flip_rate=1.0)
+    d.set_random_state(7)
+    t1 = torch.as_tensor(smooth_cube(1, (1, 32, 32, 16)))
+    t2 = torch.as_tensor(smooth_cube(2, (1, 32, 32, 16)))
+    for _ in range(5):
+        out = d({"t1": t1, "t2": t2})
+        flips = d.corruption.last_draw.flips[0]
+        dims = [1 + a for a in np.flatnonzero(flips)]
+        # the same flips for both keys
+        assert torch.equal(out["t1_clean"], torch.flip(t1, dims)) and torch.equal(out["t2_clean"], torch.flip(t2, dims))
+        # the same boxes: voxels that out-painting or in-painting kept are the same places in both
+        kept1 = out["t1"] == out["t1_clean"]
+        kept2 = out["t2"] == out["t2_clean"]
+        assert (kept1 == kept2).float().mean() > 0.95
+    # the same image under two keys is corrupted identically (one draw, one noise seed)
+    out = d({"t1": t1, "t2": t1.clone()})
+    assert torch.equal(out["t1"], out["t2"])
+    with pytest.raises(ValueError, match="one shape"):
+        d({"t1": t1, "t2": t1[:, :16]})
+
+
+def test_dictionary_twins_check_the_minimum_size():
+    from monai_genesis.transforms import RandInpaintd, RandOutpaintd
+
+    small = {"image": torch.rand(1, 32, 32, 6)}
+    with pytest.raises(ValueError, match="too small"):
+        RandInpaintd(keys="image")(small)
+    with pytest.raises(ValueError, match="too small"):
+        RandOutpaintd(keys="image")(small)

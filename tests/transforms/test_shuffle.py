@@ -130,8 +130,8 @@ def test_pipeline_shuffles_the_kept_boxes_as_the_shuffle_alone():
     pipeline_changed, alone_changed = [], []
     for _ in range(12):
         out, _ = c.corrupt_batch(x)
-        kept = box_mask((64, 64, 32), c.outpaint._params)[0]
-        assert c.shuffle._params.sizes.shape[0] < 10000  # blocks out of the kept boxes were skipped
+        kept = box_mask((64, 64, 32), c.last_draw.outpaint.params)[0]
+        assert c.last_draw.shuffle.params.sizes.shape[0] < 10000  # blocks out of the kept boxes were skipped
         inside = out[0, 0][kept]
         assert torch.isin(inside, x).all()  # kept voxels come from the image, not from the noise
         pipeline_changed.append((inside != x[0, 0][kept]).float().mean().item())

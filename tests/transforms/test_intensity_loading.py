@@ -4,7 +4,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_genesis.data import ClassTargetd, ForegroundPercentileWindow, Intensityd, LoadVolumed, intensity_transform
+from monai_genesis.transforms import ApplyIntensitySettingd, ClassTargetd, ForegroundPercentileWindow, LoadVolumed, intensity_transform
 
 
 def test_ct_setting_windows_hu():
@@ -40,7 +40,7 @@ def test_none_setting_keeps_unit_images_and_refuses_others():
 
 def test_an_entry_names_its_own_setting():
     """One transform, CT by default, scales an MRI entry with the MRI window and a CT entry with the HU window."""
-    scale = Intensityd("ct")
+    scale = ApplyIntensitySettingd("ct")
     values = torch.tensor([[0.0, 100.0, 200.0, 300.0, 400.0]])
     ct = scale({"image": values.clone()})
     torch.testing.assert_close(ct["image"], (values.clamp(-1000, 1000) + 1000) / 2000)
@@ -52,12 +52,12 @@ def test_an_entry_names_its_own_setting():
     assert float(mri["image"][0, 4]) == pytest.approx(1.0, abs=0.01)
     minmax = scale({"image": values.clone(), "intensity": "minmax"})["image"]
     torch.testing.assert_close(minmax, values / 400)
-    assert Intensityd("ct", entry_key=None).setting_of({"intensity": "mri"}) == "ct"
+    assert ApplyIntensitySettingd("ct", entry_key=None).setting_of({"intensity": "mri"}) == "ct"
     assert scale.setting_of({"intensity": ""}) == "ct"
     with pytest.raises(ValueError, match="'intensity' of a datalist entry must be one of"):
         scale({"image": values, "intensity": "pet"})
     with pytest.raises(ValueError, match="ct_window"):
-        Intensityd("ct", ct_window=(100, -100))
+        ApplyIntensitySettingd("ct", ct_window=(100, -100))
 
 
 def test_load_volume_from_file_and_memory(tmp_path):
@@ -90,3 +90,23 @@ def test_load_real_dicom_series_and_nrrd(shared_data):
     assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
     nrrd = loader({"image": str(shared_data / "brain_mri" / "brain1_image.nrrd")})["image"]
     assert nrrd.shape[0] == 1 and nrrd.shape[1:3] == (256, 256)
+
+
+def test_array_twins_and_moved_names():
+    import warnings
+
+    from monai_genesis.transforms import ClassTarget, Intensityd, LoadVolume
+
+    assert ClassTarget(3)(2).tolist() == [0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="outside"):
+        ClassTarget(3)(3)
+    vol = LoadVolume()(np.ones((1, 4, 4, 4), dtype=np.int16))
+    assert vol.dtype == torch.float32 and tuple(vol.shape) == (1, 4, 4, 4)
+    with pytest.warns(FutureWarning, match="ApplyIntensitySettingd"):
+        Intensityd("ct")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import monai_genesis.data as data
+
+        assert data.LoadVolumed is LoadVolumed
+    assert any("monai_genesis.transforms.LoadVolumed" in str(w.message) for w in caught)

@@ -11,13 +11,16 @@ from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import MapTransform, ScaleIntensityd, ScaleIntensityRanged, Transform
-from monai.utils import TransformBackends, convert_to_tensor
+from monai.utils import TransformBackends, convert_to_tensor, deprecated
+
+from monai_genesis import __version__
 
 __all__ = [
     "INTENSITY_KEY",
     "INTENSITY_SETTINGS",
     "ForegroundPercentileWindow",
     "ForegroundPercentileWindowd",
+    "ApplyIntensitySettingd",
     "Intensityd",
     "check_intensity_setting",
     "intensity_transform",
@@ -118,7 +121,7 @@ class _CheckUnitRanged(MapTransform):
         return d
 
 
-class Intensityd(MapTransform):
+class ApplyIntensitySettingd(MapTransform):
     """Map ``keys`` to [0, 1] with the intensity setting of each data dictionary.
 
     An entry that holds ``entry_key`` (``"intensity"``, from the datalist) is scaled with that setting, the
@@ -186,6 +189,11 @@ def intensity_transform(
     ct_window: Sequence[float] = (-1000.0, 1000.0),
     percentiles: Sequence[float] = (0.5, 99.5),
 ) -> MapTransform:
-    """The dictionary transform that maps ``keys`` to [0, 1]: :py:class:`Intensityd` with ``setting`` as the
-    default of the entries that name no setting of their own."""
-    return Intensityd(setting, keys, ct_window=ct_window, percentiles=percentiles)
+    """The dictionary transform that maps ``keys`` to [0, 1]: :py:class:`ApplyIntensitySettingd` with ``setting``
+    as the default of the entries that name no setting of their own."""
+    return ApplyIntensitySettingd(setting, keys, ct_window=ct_window, percentiles=percentiles)
+
+
+@deprecated(since="0.2.0", version_val=__version__, msg_suffix="use ApplyIntensitySettingd, the same transform under a name that says what it does.")
+class Intensityd(ApplyIntensitySettingd):
+    """Deprecated name of :py:class:`ApplyIntensitySettingd`."""

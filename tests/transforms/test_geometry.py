@@ -2,7 +2,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_genesis.data import FeatureGridAffined
+from monai_genesis.transforms import FeatureGridAffined
 from monai_genesis.networks import EncoderFeatures, GenesisClassifier, GenesisUNet
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_genesis.data import FixedCubeSamplesd, RandCubeSamplesd
+from monai_genesis.transforms import FixedCubeSamplesd, RandCubeSamplesd
 
 
 def _volume(shape=(1, 40, 36, 20)):
@@ -56,3 +56,26 @@ def test_fixed_cubes_repeat_per_volume():
     other = _volume()
     other.meta["filename_or_obj"] = "w.nii"
     assert not all(torch.equal(a["image"], b["image"]) for a, b in zip(first, sampler({"image": other})))
+
+
+def test_array_cubes_replay_numpy_memmap_and_affine(tmp_path):
+    from monai_genesis.transforms import RandCubeSamples
+
+    data = np.arange(2 * 20 * 18 * 10, dtype=np.float32).reshape(2, 20, 18, 10)
+    path = tmp_path / "v.npy"
+    np.save(path, data)
+    mapped = np.load(path, mmap_mode="r")
+    sampler = RandCubeSamples(cube_size=(8, 8, 4), num_samples=3, border=0)
+    sampler.set_random_state(5)
+    cubes = sampler(mapped)
+    assert all(type(c) is np.ndarray and c.shape == (2, 8, 8, 4) for c in cubes)
+    # randomize=False replays the drawn starts, on another type of the same volume
+    tensor_cubes = sampler(MetaTensor(torch.from_numpy(data)), randomize=False)
+    for start, cube, tcube in zip(sampler.starts, cubes, tensor_cubes):
+        expected = data[(slice(None),) + tuple(slice(s, s + c) for s, c in zip(start, (8, 8, 4)))]
+        np.testing.assert_array_equal(cube, expected)
+        np.testing.assert_array_equal(tcube.numpy(), expected)
+        # the cube's affine places its first voxel where it lay in the volume
+        np.testing.assert_allclose(tcube.affine[:3, 3].numpy(), np.asarray(start, dtype=float))
+    with pytest.raises(ValueError, match="channel-first"):
+        sampler(np.zeros((20, 18, 10), np.float32)[None, None])
