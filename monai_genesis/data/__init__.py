@@ -18,6 +18,13 @@ from monai_genesis.data.datalists import (
 )
 from monai_genesis.data.discovery import VOLUME_SUFFIXES, check_datalist, find_volumes, read_spatial_shape
 from monai_genesis.data.medmnist import load_medmnist
+from monai_genesis.data.natural import (
+    IMAGE_SUFFIXES,
+    SYNTHETIC_CLASSES,
+    load_image_folder,
+    load_natural_npz,
+    synthetic_natural_images,
+)
 from monai_genesis.data.phantoms import (
     PHANTOM_LABELS,
     ct_phantom,
@@ -34,12 +41,17 @@ __all__ = [
     "classification_datalist",
     "ct_phantom",
     "find_volumes",
+    "IMAGE_SUFFIXES",
+    "SYNTHETIC_CLASSES",
+    "load_image_folder",
     "load_medmnist",
+    "load_natural_npz",
     "nodule_patch_phantom",
     "pretrain_datalist",
     "read_spatial_shape",
     "segmentation_datalist",
     "split_datalist",
+    "synthetic_natural_images",
     "volume_datalist",
     "write_ct_phantoms",
     "write_nodule_patch_phantoms",
