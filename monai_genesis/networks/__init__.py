@@ -3,6 +3,7 @@
 from monai_genesis.networks.classifier import GenesisClassifier
 from monai_genesis.networks.genesis_unet import GENESIS_NORMS, GenesisEncoder, GenesisUNet, GenesisUpBlock, genesis_norm
 from monai_genesis.networks.layers import EncoderFeatures, GenesisBatchNorm, NetWithActivation, make_activation
+from monai_genesis.networks.resnet import ResNet18Classifier, ResNet18Encoder, ResNetUNet
 
 __all__ = [
     "EncoderFeatures",
@@ -13,6 +14,9 @@ __all__ = [
     "GenesisUNet",
     "GenesisUpBlock",
     "NetWithActivation",
+    "ResNet18Classifier",
+    "ResNet18Encoder",
+    "ResNetUNet",
     "genesis_norm",
     "make_activation",
 ]
