@@ -3,6 +3,7 @@
 from monai_genesis.networks.classifier import GenesisClassifier
 from monai_genesis.networks.genesis_unet import GENESIS_NORMS, GenesisEncoder, GenesisUNet, GenesisUpBlock, genesis_norm
 from monai_genesis.networks.layers import EncoderFeatures, GenesisBatchNorm, NetWithActivation, make_activation
+from monai_genesis.networks.resenc import RESENC_PRESETS, MaskedInstanceNorm, ResEncoder, ResEncUNet
 from monai_genesis.networks.resnet import ResNet18Classifier, ResNet18Encoder, ResNetUNet
 
 __all__ = [
@@ -19,4 +20,8 @@ __all__ = [
     "ResNetUNet",
     "genesis_norm",
     "make_activation",
+    "MaskedInstanceNorm",
+    "RESENC_PRESETS",
+    "ResEncoder",
+    "ResEncUNet",
 ]
