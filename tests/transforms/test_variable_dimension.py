@@ -179,8 +179,11 @@ def test_dictionary_twins_share_one_permutation_and_names():
     assert VariableDimensionD is VariableDimensiond and VariableDimensionDict is VariableDimensiond
     assert RandChannelShuffleD is RandChannelShuffled and RandChannelShuffleDict is RandChannelShuffled
     data = {"image": photo(7), "second": photo(8), "label": 3}
-    shuffle = RandChannelShuffled(keys=["image", "second"]).set_random_state(11)
-    out = Compose([VariableDimensiond(keys=["image", "second"]), shuffle])(data)
+    shuffle = RandChannelShuffled(keys=["image", "second"])
+    # Compose reseeds its random members when it is built: seed the shuffle after
+    pipeline = Compose([VariableDimensiond(keys=["image", "second"]), shuffle])
+    shuffle.set_random_state(11)
+    out = pipeline(data)
     assert out["label"] == 3 and set(out) == {"image", "second", "label"}
     volume, second = VariableDimension()(data["image"]), VariableDimension()(data["second"])
     perm = shuffle.shuffle.permutation
