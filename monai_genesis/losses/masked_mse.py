@@ -23,7 +23,7 @@ class MaskedMSELoss(nn.Module):
     """
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The masked mean squared error of ``pred`` ``(B, C, *spatial)`` against ``target`` ``(B, C + 1, *spatial)``."""
+        """The masked mean squared error of ``pred`` ``(B, C, *spatial)`` and ``target`` ``(B, C + 1, *spatial)``."""
         if target.ndim != pred.ndim or target.shape[1] != pred.shape[1] + 1:
             raise ValueError(
                 f"MaskedMSELoss: the target must be cat([clean, mask], dim=1) with one channel more than the "

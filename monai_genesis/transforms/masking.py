@@ -271,11 +271,11 @@ class RandBlockMaskd(RandomizableTransform, MapTransform):
         pairs = [(k, t) for k, t in zip(self.keys, self.target_keys or (None,) * len(self.keys)) if k in d]
         if not pairs:
             return d
+        for key, _ in pairs:
+            check_channel_first(d[key], self.masker.spatial_dims, name)
         spatial = {k: tuple(d[k].shape[1:]) for k, _ in pairs}
         if len(set(spatial.values())) > 1:
             raise ValueError(f"{name}: the keys share one mask and must share their spatial shape, got {spatial}.")
-        for key, _ in pairs:
-            check_channel_first(d[key], self.masker.spatial_dims, name)
         first = convert_to_tensor(d[pairs[0][0]], track_meta=get_track_meta())
         self.masker.randomize(first.shape[1:])
         plain = first.as_tensor() if isinstance(first, MetaTensor) else first

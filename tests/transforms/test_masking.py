@@ -116,7 +116,8 @@ def test_tensor_in_tensor_out_same_device(device):
 
 def test_metatensor_keeps_meta_and_affine():
     affine = torch.diag(torch.tensor([0.7, 0.8, 2.0, 1.0], dtype=torch.float64))
-    x = MetaTensor(torch.as_tensor(smooth_cube(2, (1, 16, 16, 16)) + 1), affine=affine, meta={"filename_or_obj": "a.nii"})
+    cube = torch.as_tensor(smooth_cube(2, (1, 16, 16, 16)) + 1)
+    x = MetaTensor(cube, affine=affine, meta={"filename_or_obj": "a.nii"})
     out = RandBlockMask(8)(x)
     assert isinstance(out, MetaTensor)
     assert torch.allclose(out.affine, affine) and out.meta["filename_or_obj"] == "a.nii"
@@ -136,8 +137,8 @@ def test_mask_batch_draws_per_sample():
 
 def test_sides_not_multiple_of_block_size_raise_with_fix():
     t = RandBlockMask(block_size=16)
-    with pytest.raises(ValueError, match=r"spatial size \(40, 32, 32\) is not a multiple of block_size \(16, 16, 16\).*"
-                       r"crop or pad.*spatial_size=\[48, 32, 32\]"):
+    match = r"spatial size \(40, 32, 32\) is not a multiple of block_size \(16, 16, 16\).*crop or pad.*\[48, 32, 32\]"
+    with pytest.raises(ValueError, match=match):
         t(np.zeros((1, 40, 32, 32), np.float32))
     with pytest.raises(ValueError, match="not a multiple"):
         t.mask_batch(torch.zeros(2, 1, 16, 24, 16))
