@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 
 __all__ = ["IMAGE_SUFFIXES", "SYNTHETIC_CLASSES", "load_image_folder", "load_natural_npz", "synthetic_natural_images"]
 
@@ -20,16 +21,12 @@ SYNTHETIC_CLASSES = ("horizontal stripes", "vertical stripes", "disc", "checkerb
 
 
 def _read_rgb(path: str) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
 
 def _checked(path: str) -> str:
     """``path``, once PIL has opened and verified the image in it."""
-    from PIL import Image
-
     with Image.open(path) as im:
         im.verify()
     return path
@@ -78,7 +75,8 @@ def load_image_folder(
     datalist = []
     for label, name in enumerate(names):
         class_dir = os.path.join(folder, name)
-        files = sorted(f for f in os.listdir(class_dir) if f.lower().endswith(endings)) if os.path.isdir(class_dir) else []
+        files = os.listdir(class_dir) if os.path.isdir(class_dir) else []
+        files = sorted(f for f in files if f.lower().endswith(endings))
         if not files:
             raise ValueError(
                 f"image folder {folder}: class folder {class_dir} is missing or holds no image ending in "
@@ -138,12 +136,14 @@ def load_natural_npz(path: str, num_classes: int | None = None) -> tuple[dict[st
             )
         labels_of[split] = labels[:, 0]
     if num_classes is None:
-        num_classes = file_classes if file_classes is not None else int(max(lab.max(initial=0) for lab in labels_of.values())) + 1
+        largest = max(int(lab.max(initial=0)) for lab in labels_of.values())
+        num_classes = file_classes if file_classes is not None else largest + 1
     for split, labels in labels_of.items():
         bad = labels[(labels < 0) | (labels >= num_classes)]
         if bad.size:
             raise ValueError(
-                f"{path}: {split}_labels holds the label {bad[0]}, outside [0, {num_classes}) for {num_classes} classes."
+                f"{path}: {split}_labels holds the label {bad[0]}, outside [0, {num_classes}) for {num_classes} "
+                "classes."
             )
     splits = {
         split: [{"image": arrays[split][0][i], "label": int(labels[i])} for i in range(len(labels))]

@@ -1,10 +1,10 @@
 """The 3D ResNet-18 of CSPR (MONAI's ``ResNet``) as a classifier and as the encoder of a segmentation U-Net.
 
-CSPR pretrains the network on photos read as volumes of depth 3 (:py:class:`monai_genesis.transforms.VariableDimension`),
-with no stride along the depth; for 3D targets the depth stride is turned back on. Strides own no parameters, so
-both variants have the same parameter names and shapes and the pretrained weights load unchanged. The classifier and
-the U-Net hold the same encoder module under the name ``encoder``, so a classification checkpoint's ``encoder.*``
-tensors load into the U-Net by name with no prefix map.
+CSPR pretrains the network on photos read as volumes of depth 3
+(:py:class:`monai_genesis.transforms.VariableDimension`), with no stride along the depth; for 3D targets the depth
+stride is turned back on. Strides own no parameters, so both variants have the same parameter names and shapes and
+the pretrained weights load unchanged. The classifier and the U-Net hold the same encoder module under the name
+``encoder``, so a classification checkpoint's ``encoder.*`` tensors load into the U-Net by name with no prefix map.
 """
 
 from __future__ import annotations

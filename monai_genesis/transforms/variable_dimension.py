@@ -318,7 +318,9 @@ class RandChannelShuffled(RandomizableTransform, MapTransform):
         name = type(self).__name__
         counts = {k: int(d[k].shape[_shuffle_axis(tuple(d[k].shape), self.shuffle.channel_dim, name)]) for k in keys}
         if len(set(counts.values())) > 1:
-            raise ValueError(f"{name}: the keys share one permutation and must have one number of colours, got {counts}.")
+            raise ValueError(
+                f"{name}: the keys share one permutation and must have one number of colours, got {counts}."
+            )
         self.shuffle.randomize(counts[keys[0]])
         for key in keys:
             d[key] = self.shuffle(d[key], randomize=False)

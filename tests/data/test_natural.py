@@ -113,8 +113,12 @@ def test_npz_errors_name_the_file_and_the_value(tmp_path):
     with pytest.raises(ValueError, match=r"negative.npz: train_labels holds the label -1"):
         load_natural_npz(path)
     path = write_npz(
-        tmp_path / "named.npz", train_images=images, train_labels=np.array([0, 1, 0]),
-        test_images=images, test_labels=np.array([0, 3, 0]), classes=np.array(["x", "y"]),
+        tmp_path / "named.npz",
+        train_images=images,
+        train_labels=np.array([0, 1, 0]),
+        test_images=images,
+        test_labels=np.array([0, 3, 0]),
+        classes=np.array(["x", "y"]),
     )
     with pytest.raises(ValueError, match=r"named.npz: test_labels holds the label 3, outside \[0, 2\)"):
         load_natural_npz(path)
@@ -154,7 +158,8 @@ def test_synthetic_images_are_deterministic_and_balanced():
     assert not np.array_equal(splits["train"][0]["image"], other["train"][0]["image"])
     image = splits["train"][0]["image"]
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8
-    assert synthetic_natural_images(num_classes=6, num_train_per_class=1, size=16)[0]["train"][5]["image"].shape == (16, 16, 3)
+    six, _ = synthetic_natural_images(num_classes=6, num_train_per_class=1, size=16)
+    assert six["train"][5]["image"].shape == (16, 16, 3) and six["train"][5]["label"] == 5
     assert len(SYNTHETIC_CLASSES) == 6
     with pytest.raises(ValueError, match="num_classes must be 2 to 6"):
         synthetic_natural_images(num_classes=7)

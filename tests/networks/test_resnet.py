@@ -61,7 +61,9 @@ def test_output_shapes_with_and_without_depth_stride(pretraining_classifier):
 
 
 def test_monai_resnet18_weights_load_unchanged():
-    monai_net = resnet18(n_input_channels=1, conv1_t_stride=2, shortcut_type="B", bias_downsample=False, feed_forward=False)
+    monai_net = resnet18(
+        n_input_channels=1, conv1_t_stride=2, shortcut_type="B", bias_downsample=False, feed_forward=False
+    )
     encoder = ResNet18Encoder(depth_stride=False)
     assert shapes(monai_net) == shapes(encoder)
     encoder.load_state_dict(monai_net.state_dict(), strict=True)
