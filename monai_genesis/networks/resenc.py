@@ -24,6 +24,7 @@ fine-tuning.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -183,7 +184,7 @@ class ResEncoder(nn.Module):
         features: output channels of each stage (the stem has those of the first).
         blocks_per_stage: residual blocks of each stage.
         strides: stride of each stage (an int or one per axis), applied by its first block.
-        kernel_size: kernel of every convolution but the skips' 1×1, an int or one per stage.
+        kernel_size: kernel of every convolution but the skips' 1×1: an int, or one int or per-axis tuple per stage.
     """
 
     def __init__(
@@ -328,7 +329,7 @@ class ResEncUNet(nn.Module):
         features: output channels of each stage.
         blocks_per_stage: residual blocks of each stage.
         strides: stride of each stage, an int or one per axis.
-        kernel_size: kernel of the convolutions, an int (or per-axis tuple) or one per stage.
+        kernel_size: kernel of the convolutions: an int, or one int or per-axis tuple per stage.
         decoder_convs: conv-norm-act blocks per decoder stage.
         sparse: the S3D encoder (masked positions zeroed, statistics over visible voxels) and the densify steps.
         out_activation: ``None`` for the restoration of z-scored intensities and for logits, or a name of
@@ -365,9 +366,7 @@ class ResEncUNet(nn.Module):
         kernels = _per_stage(kernel_size, n, "kernel_size")
         self.spatial_dims, self.sparse = spatial_dims, sparse
         self.encoder = ResEncoder(spatial_dims, in_channels, features, blocks_per_stage, strides, kernels)
-        self.downsampling = tuple(
-            int(torch.tensor([s[a] for s in self.encoder.strides]).prod()) for a in range(spatial_dims)
-        )
+        self.downsampling = tuple(math.prod(s[a] for s in self.encoder.strides) for a in range(spatial_dims))
         self.densify = (
             nn.ModuleList([Densify(spatial_dims, f, kernels[s]) for s, f in enumerate(features)]) if sparse else None
         )

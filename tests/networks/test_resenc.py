@@ -6,13 +6,13 @@ import pytest
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
-from monai.engines import SupervisedTrainer
+from monai.engines import PrepareBatchExtraInput, SupervisedTrainer
 from torch import nn
 
 from monai_genesis.engines import MaskedPrepareBatch
 from monai_genesis.losses import MaskedMSELoss
 from monai_genesis.networks import RESENC_PRESETS, MaskedInstanceNorm, ResEncUNet
-from monai_genesis.transforms import RandBlockMask
+from monai_genesis.transforms import RandBlockMask, RandBlockMaskd
 
 # a small 3D network: 4 stages, total stride 8, so 32³ inputs reach 4³ at the bottom
 SMALL = {"features": [4, 8, 16, 16], "blocks_per_stage": [1, 2, 2, 2], "strides": [1, 2, 2, 2]}
@@ -246,3 +246,17 @@ def test_config_preset_merged_after_the_pretrain_bundle(repo_root):
     assert net.out.conv.out_channels == 2 and isinstance(net.out_act, nn.Sigmoid)  # the bundle's out_activation
     parser["resenc_sparse"] = True
     assert parser.get_parsed_content("network_def", lazy=False).sparse
+
+
+def test_dictionary_path_reaches_the_s3d_network_with_prepare_batch_extra_input():
+    torch.manual_seed(0)
+    masker = RandBlockMaskd(block_size=8, mask_in_target=True)
+    masker.set_random_state(0)
+    samples = [masker({"image": torch.randn(1, 32, 32)}) for _ in range(2)]
+    batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", "label", "mask")}
+    masked, target, args, kwargs = PrepareBatchExtraInput(extra_keys={"mask": "mask"})(batch, torch.device("cpu"))
+    assert target.shape == (2, 2, 32, 32) and torch.equal(kwargs["mask"], target[:, 1:])
+    net = ResEncUNet(spatial_dims=2, **SMALL, sparse=True)
+    loss = MaskedMSELoss()(net(masked, *args, **kwargs), target)
+    loss.backward()
+    assert 0 < loss.item() < 100
