@@ -7,7 +7,6 @@ github --repo OWNER/REPO/TAG`` fetches and unpacks it like any Model Zoo bundle.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,6 +19,8 @@ from pathlib import Path
 
 from monai.apps.utils import check_hash
 from monai.bundle import ConfigParser
+
+from monai_genesis.utils import file_digest
 
 __all__ = ["package", "read_large_files", "bundle_files", "write_bundle_zip"]
 
@@ -134,14 +135,6 @@ def write_bundle_zip(files: Sequence[tuple[Path, str]], filepath: str | os.PathL
                     f_out.write(chunk)
 
 
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_metadata(bundle: Path) -> str:
     """Return the bundle's version after checking it against the changelog of ``configs/metadata.json``."""
     meta_file = bundle / "configs" / "metadata.json"
@@ -214,8 +207,8 @@ def package(
     os.close(fd)
     try:
         write_bundle_zip(files, tmp)
-        checksum = _sha1(Path(tmp))
-        if zip_path.exists() and _sha1(zip_path) != checksum and not overwrite:
+        checksum = file_digest(tmp, "sha1")
+        if zip_path.exists() and file_digest(zip_path, "sha1") != checksum and not overwrite:
             raise FileExistsError(
                 f"{zip_path} exists with different content; bump the version in metadata.json (and its changelog) "
                 "or pass overwrite=True (`--overwrite`) to replace it."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -14,7 +13,9 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from monai_genesis.errors import GenesisInputError
 from monai_genesis.networks import GenesisUNet
+from monai_genesis.utils import file_digest
 
 __all__ = [
     "GENESIS_CHEST_CT_SHA256",
@@ -37,25 +38,45 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: SHA-256 of the released ``Genesis_Chest_CT.pt`` (Hugging Face ``MrGiovanni/ModelsGenesis``, 152 639 120 bytes).
 GENESIS_CHEST_CT_SHA256 = "62de21a05236d6a8d8d5b03ec740f6ac6b818d15d3e86eed4f38a2a17d63cc08"
 
-# released module prefix -> GenesisUNet module prefix; inside a level ``conv1``/``bn1`` become ``conv``/``adn.N``
-_LEVEL_PREFIXES = (
-    ("down_tr64.ops.", "encoder.down1."),
-    ("down_tr128.ops.", "encoder.down2."),
-    ("down_tr256.ops.", "encoder.down3."),
-    ("down_tr512.ops.", "encoder.bottleneck."),
-    ("up_tr256.ops.", "up3.convs."),
-    ("up_tr128.ops.", "up2.convs."),
-    ("up_tr64.ops.", "up1.convs."),
+# one row per released module: (its prefix, the GenesisUNet prefix, whether it holds numbered conv blocks)
+_KEY_TABLE = (
+    ("down_tr64.ops.", "encoder.down1.", True),
+    ("down_tr128.ops.", "encoder.down2.", True),
+    ("down_tr256.ops.", "encoder.down3.", True),
+    ("down_tr512.ops.", "encoder.bottleneck.", True),
+    ("up_tr256.ops.", "up3.convs.", True),
+    ("up_tr128.ops.", "up2.convs.", True),
+    ("up_tr64.ops.", "up1.convs.", True),
+    ("up_tr256.up_conv.", "up3.upsample.conv.", False),
+    ("up_tr128.up_conv.", "up2.upsample.conv.", False),
+    ("up_tr64.up_conv.", "up1.upsample.conv.", False),
+    ("out_tr.final_conv.", "out.conv.", False),
 )
-_PLAIN_PREFIXES = (
-    ("up_tr256.up_conv.", "up3.upsample.conv."),
-    ("up_tr128.up_conv.", "up2.upsample.conv."),
-    ("up_tr64.up_conv.", "up1.upsample.conv."),
-    ("out_tr.final_conv.", "out.conv."),
+# the layers of a numbered block: (released name, GenesisUNet name)
+_BLOCK_LAYERS = (("conv1", "conv"), ("bn1", "adn.N"))
+_OFFICIAL, _GENESIS = 0, 1
+_BLOCK_PATTERNS = tuple(
+    re.compile(rf"^(\d+)\.({'|'.join(re.escape(layers[side]) for layers in _BLOCK_LAYERS)})\.([^.]+)$")
+    for side in (_OFFICIAL, _GENESIS)
 )
-_OFFICIAL_BLOCK = re.compile(r"^(\d+)\.(conv1|bn1)\.([^.]+)$")
-_GENESIS_BLOCK = re.compile(r"^(\d+)\.(conv|adn\.N)\.([^.]+)$")
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "network", "net")
+
+
+def _translate_key(key: str, source: int, target: int) -> str | None:
+    """Rename ``key`` from one naming (``_OFFICIAL`` or ``_GENESIS``) to the other through ``_KEY_TABLE``."""
+    for row in _KEY_TABLE:
+        prefix, blocks = row[source], row[2]
+        if not key.startswith(prefix):
+            continue
+        rest = key[len(prefix) :]
+        if not blocks:
+            return row[target] + rest if "." not in rest else None
+        m = _BLOCK_PATTERNS[source].match(rest)
+        if m is None:
+            return None
+        layer = next(layers[target] for layers in _BLOCK_LAYERS if layers[source] == m.group(2))
+        return f"{row[target]}{m.group(1)}.{layer}.{m.group(3)}"
+    return None
 
 
 def official_to_genesis_key(key: str) -> str | None:
@@ -65,17 +86,7 @@ def official_to_genesis_key(key: str) -> str | None:
     Args:
         key: a key of the authors' network, without the ``module.`` prefix (e.g. ``down_tr64.ops.0.bn1.weight``).
     """
-    for official, ours in _PLAIN_PREFIXES:
-        if key.startswith(official) and "." not in key[len(official) :]:
-            return ours + key[len(official) :]
-    for official, ours in _LEVEL_PREFIXES:
-        if key.startswith(official):
-            m = _OFFICIAL_BLOCK.match(key[len(official) :])
-            if m is None:
-                return None
-            layer = "conv" if m.group(2) == "conv1" else "adn.N"
-            return f"{ours}{m.group(1)}.{layer}.{m.group(3)}"
-    return None
+    return _translate_key(key, _OFFICIAL, _GENESIS)
 
 
 def genesis_to_official_key(key: str) -> str | None:
@@ -85,17 +96,7 @@ def genesis_to_official_key(key: str) -> str | None:
     Args:
         key: a key of ``GenesisUNet().state_dict()`` (e.g. ``encoder.down1.0.adn.N.weight``).
     """
-    for official, ours in _PLAIN_PREFIXES:
-        if key.startswith(ours) and "." not in key[len(ours) :]:
-            return official + key[len(ours) :]
-    for official, ours in _LEVEL_PREFIXES:
-        if key.startswith(ours):
-            m = _GENESIS_BLOCK.match(key[len(ours) :])
-            if m is None:
-                return None
-            layer = "conv1" if m.group(2) == "conv" else "bn1"
-            return f"{official}{m.group(1)}.{layer}.{m.group(3)}"
-    return None
+    return _translate_key(key, _GENESIS, _OFFICIAL)
 
 
 def file_sha256(path: PathLike, chunk_size: int = 1 << 20) -> str:
@@ -106,11 +107,7 @@ def file_sha256(path: PathLike, chunk_size: int = 1 << 20) -> str:
         path: the file.
         chunk_size: bytes read at a time.
     """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "sha256", chunk_size)
 
 
 def safe_load(path: PathLike, sha256: str | None = None) -> Any:
@@ -131,7 +128,7 @@ def safe_load(path: PathLike, sha256: str | None = None) -> Any:
     if sha256 is not None:
         actual = file_sha256(path)
         if actual.lower() != sha256.strip().lower():
-            raise ValueError(
+            raise GenesisInputError(
                 f"SHA-256 of {path} is {actual}, expected {sha256}; the file is corrupt, incomplete or not the "
                 "expected checkpoint. Download it again; it was not loaded."
             )
@@ -139,7 +136,7 @@ def safe_load(path: PathLike, sha256: str | None = None) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for unsafe or non-checkpoint files
         first_line = (str(e).strip().splitlines() or [""])[0]
-        raise ValueError(
+        raise GenesisInputError(
             f"{path} is not a checkpoint that can be read safely with torch.load(weights_only=True) "
             f"({type(e).__name__}: {first_line}). "
             "Only files holding tensors and plain containers (e.g. saved state dicts) are accepted."
@@ -168,7 +165,7 @@ def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
         checkpoint: the object read from a checkpoint file.
     """
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(
+        raise GenesisInputError(
             f"a checkpoint must be a state dict or a dict holding one, got {type(checkpoint).__name__}."
         )
     if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
@@ -177,7 +174,7 @@ def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
         inner = checkpoint.get(key)
         if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
             return _strip_module(inner)
-    raise ValueError(
+    raise GenesisInputError(
         f"no state dict found in the checkpoint: its top-level keys are {list(checkpoint)[:10]}; expected a state "
         f"dict of tensors or a dict holding one under one of {list(_CONTAINER_KEYS)}. Pass the state dict itself."
     )
@@ -224,7 +221,7 @@ def load_official_checkpoint(path: PathLike, net: nn.Module | None = None, sha25
             converted[ours] = value
     missing = [genesis_to_official_key(k) or k for k in target if k not in converted]
     if unknown or missing:
-        raise ValueError(
+        raise GenesisInputError(
             f"{path} does not match the released Genesis U-Net: {len(unknown)} unexpected key(s), first "
             f"{unknown[:5]}; {len(missing)} missing key(s), first {missing[:5]}. Is it a Models Genesis checkpoint "
             "of the released 3D U-Net? Other checkpoints load with monai_genesis.weights.load_pretrained."
@@ -235,7 +232,7 @@ def load_official_checkpoint(path: PathLike, net: nn.Module | None = None, sha25
         if _shape(v) != _shape(target[k])
     ]
     if wrong:
-        raise ValueError(
+        raise GenesisInputError(
             f"{path}: {len(wrong)} tensor shape(s) differ from the network, first {wrong[:5]}. Build the network "
             "with the checkpoint's channels and width (GenesisUNet(in_channels=1, out_channels=1, features=32))."
         )
@@ -256,7 +253,7 @@ def to_official_state_dict(net: nn.Module | Mapping[str, torch.Tensor]) -> dict[
     for key, value in state_dict.items():
         official = genesis_to_official_key(key)
         if official is None:
-            raise ValueError(
+            raise GenesisInputError(
                 f"key {key!r} has no counterpart in the released Genesis U-Net; only a GenesisUNet "
                 "(any width and channels) can be exported to the released format."
             )
@@ -312,6 +309,8 @@ class TransferReport:
         loaded: network keys that received a checkpoint tensor.
         skipped: checkpoint key (after renaming) -> why it was not loaded.
         missing: network keys that received nothing.
+        learned_loaded: the keys of ``loaded`` that are learned weight tensors (see ``num_learned_loaded``).
+        shape_mismatched: the keys of ``skipped`` whose name is in the network but whose shape differs.
     """
 
     source: str
@@ -319,6 +318,8 @@ class TransferReport:
     loaded: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    learned_loaded: list[str] = field(default_factory=list)
+    shape_mismatched: list[str] = field(default_factory=list)
 
     @property
     def num_loaded(self) -> int:
@@ -327,8 +328,12 @@ class TransferReport:
 
     @property
     def num_learned_loaded(self) -> int:
-        """Number of tensors loaded other than batch-norm ``num_batches_tracked`` counters (which match any width)."""
-        return sum(not k.endswith("num_batches_tracked") for k in self.loaded)
+        """Number of learned weight tensors loaded: floating-point tensors of more than one element.
+
+        Batch-norm ``num_batches_tracked`` counters and one-element biases are left out: they match a network
+        of any width, so loading only them means that nothing was transferred.
+        """
+        return len(self.learned_loaded)
 
     def __str__(self) -> str:
         total = self.num_loaded + len(self.missing)
@@ -356,9 +361,42 @@ def _apply_prefix_map(state_dict: Mapping[str, Any], prefix_map: Mapping[str, st
                 new = prefix_map[prefix] + key[len(prefix) :]
                 break
         if new in out:
-            raise ValueError(f"prefix_map {dict(prefix_map)} maps two checkpoint keys onto {new!r}.")
+            raise GenesisInputError(f"prefix_map {dict(prefix_map)} maps two checkpoint keys onto {new!r}.")
         out[new] = value
     return out
+
+
+# the first convolution of a GenesisUNet (or its encoder): its number of filters is the network's ``features``
+_FIRST_GENESIS_CONV = "encoder.down1.0.conv.weight"
+
+
+def _is_learned(t: Any) -> bool:
+    """Whether ``t`` is a learned weight tensor: floating point with more than one element."""
+    return isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() > 1
+
+
+def _too_little_loaded(report: TransferReport, state_dict: Mapping[str, Any], target: Mapping[str, Any], min_loaded: int) -> str:
+    """The message of :py:func:`load_pretrained` when fewer than ``min_loaded`` learned tensors match."""
+    head = (
+        f"{report.source}: only {report.num_learned_loaded} learned weight tensor(s) match {report.network} by name "
+        f"and shape (min_loaded={min_loaded}; counters such as num_batches_tracked and one-element tensors are not "
+        "counted), so nothing would be transferred"
+    )
+    if report.shape_mismatched:
+        key = report.shape_mismatched[0]
+        first = state_dict.get(_FIRST_GENESIS_CONV)
+        width = f"; this checkpoint has features={first.shape[0]}, --genesis_features {first.shape[0]}" if isinstance(first, torch.Tensor) else ""
+        return (
+            f"{head}. {len(report.shape_mismatched)} tensor(s) match by name but not by shape, e.g. {key}: "
+            f"{_shape(state_dict[key])} in the checkpoint, {_shape(target[key])} in the network: the checkpoint was "
+            "made with another width or channel count. Build the network as the checkpoint was made (for a "
+            f"GenesisUNet the same features and in_channels{width}), or train from scratch."
+        )
+    return (
+        f"{head}. No checkpoint tensor has a name of the network: checkpoint keys start {list(state_dict)[:3]}, "
+        f"network keys start {list(target)[:3]}. Check that the checkpoint belongs to this architecture, or rename "
+        "its keys with prefix_map={'<checkpoint prefix>': '<network prefix>'}."
+    )
 
 
 def load_pretrained(
@@ -384,9 +422,10 @@ def load_pretrained(
         prefix_map: checkpoint key prefix -> network key prefix, applied to the longest matching prefix,
             e.g. ``{"net.": ""}`` to load weights of a ``NetWithActivation`` into the bare network.
         strict: raise a ``ValueError`` unless every checkpoint tensor is loaded and every network tensor received one.
-        min_loaded: raise a ``ValueError`` when fewer tensors are loaded, so that a fine-tuning run whose
-            pretrained weights did not match fails instead of silently training from scratch. Batch-norm
-            ``num_batches_tracked`` counters are not counted: they are scalars that match any width.
+        min_loaded: raise a ``ValueError`` when fewer learned weight tensors are loaded, so that a fine-tuning
+            run whose pretrained weights did not match fails instead of silently training from scratch.
+            Batch-norm ``num_batches_tracked`` counters and one-element biases are not counted: they match a
+            network of any width.
 
     Returns:
         the :py:class:`TransferReport`.
@@ -410,19 +449,18 @@ def load_pretrained(
             report.skipped[key] = "no tensor of this name in the network"
         elif _shape(value) != _shape(target[key]):
             report.skipped[key] = f"shape {_shape(value)} in checkpoint, {_shape(target[key])} in network"
+            report.shape_mismatched.append(key)
         else:
             to_load[key] = value
             report.loaded.append(key)
+            if _is_learned(target[key]):
+                report.learned_loaded.append(key)
     report.missing = [k for k in target if k not in to_load]
     if strict and (report.skipped or report.missing):
-        raise ValueError(f"strict loading failed, the checkpoint and the network differ:\n{report}")
+        raise GenesisInputError(f"strict loading failed, the checkpoint and the network differ:\n{report}")
     if report.num_learned_loaded < min_loaded:
-        raise ValueError(
-            f"only {report.num_learned_loaded} tensor(s) of {source} match {type(net).__name__} by name and shape "
-            f"(min_loaded={min_loaded}, num_batches_tracked not counted); checkpoint keys start "
-            f"{list(state_dict)[:3]}, network keys start {list(target)[:3]}. Check that the checkpoint belongs to this architecture and width, or pass "
-            f"prefix_map={{'<checkpoint prefix>': '<network prefix>'}}.\n{report}"
-        )
+        logger.warning("%s", report)
+        raise GenesisInputError(_too_little_loaded(report, state_dict, target, min_loaded))
     net.load_state_dict(to_load, strict=False)
     logger.info("%s", report)
     return report

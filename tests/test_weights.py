@@ -1,3 +1,4 @@
+import hashlib
 import logging
 import pickle
 
@@ -5,6 +6,7 @@ import pytest
 import torch
 
 import monai_genesis.weights as weights
+from monai_genesis.errors import GenesisInputError
 from monai_genesis.networks import GenesisClassifier, GenesisUNet, NetWithActivation
 from monai_genesis.weights import (
     extract_state_dict,
@@ -16,6 +18,7 @@ from monai_genesis.weights import (
     save_official_checkpoint,
     to_official_state_dict,
 )
+from monai_genesis.utils import file_digest
 
 from tests.networks.official_format import official_keys_and_shapes, random_official_state_dict, released_checkpoint
 
@@ -179,7 +182,7 @@ def test_load_pretrained_understands_checkpoint_dicts(tmp_path, container):
 def test_load_pretrained_prefix_map():
     wrapped = NetWithActivation(GenesisUNet(features=2, out_activation=None), "sigmoid")
     bare = GenesisUNet(features=2)
-    with pytest.raises(ValueError, match="only 0 tensor"):
+    with pytest.raises(ValueError, match="only 0 learned weight tensor"):
         load_pretrained(bare, wrapped.state_dict())
     report = load_pretrained(bare, wrapped.state_dict(), prefix_map={"net.": ""})
     assert report.num_loaded == 106 and not report.skipped and not report.missing
@@ -190,10 +193,10 @@ def test_load_pretrained_fails_loudly_when_too_little_loads():
     unet = GenesisUNet(features=2)
     before = {k: v.clone() for k, v in unet.state_dict().items()}
     other = GenesisUNet(features=4).state_dict()
-    # a checkpoint of another width: only the scalar counters and the 1-channel output bias fit
-    with pytest.raises(ValueError, match=r"only 1 tensor\(s\) of state dict match GenesisUNet .*min_loaded=10"):
+    # a checkpoint of another width: only the scalar counters and the 1-channel output bias fit, neither counts
+    with pytest.raises(ValueError, match=r"only 0 learned weight tensor\(s\) match GenesisUNet .*min_loaded=10"):
         load_pretrained(unet, other, min_loaded=10)
-    with pytest.raises(ValueError, match="only 0 tensor"):
+    with pytest.raises(ValueError, match="only 0 learned weight tensor"):
         load_pretrained(unet, {"fc.weight": torch.zeros(2, 2)})
     for k, v in unet.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -213,3 +216,45 @@ def test_load_pretrained_into_data_parallel_network():
     report = load_pretrained(target, source.state_dict(), strict=True)
     assert report.num_loaded == 106 and report.network == "GenesisUNet"
     assert torch.equal(target.module.out.conv.weight.cpu(), source.out.conv.weight)
+
+
+def test_load_pretrained_refuses_a_checkpoint_of_another_width(tmp_path):
+    path = tmp_path / "wide.pt"
+    torch.save({"model": GenesisUNet(features=32).state_dict()}, path)
+    narrow = GenesisUNet(features=8)
+    before = {k: v.clone() for k, v in narrow.state_dict().items()}
+    # 14 num_batches_tracked counters and the one-element output bias match by name and shape, nothing else
+    with pytest.raises(GenesisInputError) as err:
+        load_pretrained(narrow, path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: only 0 learned weight tensor(s) match GenesisUNet")
+    assert "91 tensor(s) match by name but not by shape" in message
+    assert "encoder.down1.0.conv.weight: (32, 1, 3, 3, 3) in the checkpoint, (8, 1, 3, 3, 3) in the network" in message
+    assert "another width" in message and "--genesis_features 32" in message
+    assert all(torch.equal(v, before[k]) for k, v in narrow.state_dict().items())
+
+
+def test_load_pretrained_counts_learned_tensors_only():
+    source = GenesisUNet(features=4)
+    report = load_pretrained(GenesisUNet(features=4), source.state_dict())
+    assert report.num_loaded == 106
+    # 14 num_batches_tracked counters and the one-element bias of the 1-channel output are not learned tensors
+    assert report.num_learned_loaded == 106 - 14 - 1 and report.shape_mismatched == []
+    assert "out.conv.bias" in report.loaded and "out.conv.bias" not in report.learned_loaded
+
+
+def test_one_table_maps_keys_both_ways():
+    for key in GenesisUNet(features=2).state_dict():
+        official = genesis_to_official_key(key)
+        assert official is not None and official_to_genesis_key(official) == key
+    assert official_to_genesis_key("down_tr512.ops.1.bn1.running_var") == "encoder.bottleneck.1.adn.N.running_var"
+    assert genesis_to_official_key("up3.upsample.conv.weight") == "up_tr256.up_conv.weight"
+    assert official_to_genesis_key("out_tr.final_conv.x.weight") is None
+    assert official_to_genesis_key("down_tr64.ops.0.conv2.weight") is None
+
+
+def test_file_digest_is_the_one_hasher(tmp_path):
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"genesis" * 100_000)
+    assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert file_digest(path, "sha1", chunk_size=1000) == hashlib.sha1(path.read_bytes()).hexdigest()
