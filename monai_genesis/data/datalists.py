@@ -60,6 +60,26 @@ def _named(value) -> bool:
     return value is not None and str(value) != ""
 
 
+def _from_source(datalist, dataset_dir, from_datalist, from_folder, from_phantoms):
+    """The bundles' one choice of data: a datalist JSON if named, else a folder if named, else synthetic phantoms."""
+    if _named(datalist):
+        return from_datalist(str(datalist))
+    if _named(dataset_dir):
+        return from_folder(str(dataset_dir))
+    return from_phantoms()
+
+
+def _phantoms(output_dir: str, what: str, flags: str, write, *args, **kwargs) -> list[dict]:
+    """Write synthetic phantoms under ``output_dir/phantoms`` and say, as a warning, that no data was named."""
+    phantom_dir = os.path.join(output_dir, "phantoms")
+    items = write(phantom_dir, *args, **kwargs)
+    logger.warning(
+        f"no data named: running on {len(items)} {what} in {phantom_dir}, not on your scans. "
+        f"Name your data with {flags}."
+    )
+    return items
+
+
 def _load_datalist_file(datalist: str, dataset_dir: str | None, keys: Sequence[str]) -> dict[str, list]:
     if not os.path.isfile(datalist):
         raise ValueError(f"datalist {datalist} does not exist; pass the path of a JSON datalist file.")
@@ -106,22 +126,24 @@ def pretrain_datalist(
     Raises:
         ValueError: for a named but missing or empty folder or datalist, or an unreadable file.
     """
-    if _named(datalist):
-        parts = _load_datalist_file(str(datalist), dataset_dir, ("training", "validation"))
+
+    def from_datalist(path):
+        parts = _load_datalist_file(path, dataset_dir, ("training", "validation"))
         if not parts["validation"]:
             parts = split_datalist(parts["training"], val_fraction, seed)
-        parts = {k: [_image_entry(item) for item in v] for k, v in parts.items()}
-    elif _named(dataset_dir):
-        parts = split_datalist([{"image": path} for path in find_volumes(str(dataset_dir))], val_fraction, seed)
-        logger.info(
-            f"dataset_dir {dataset_dir}: {len(parts['training'])} training and "
-            f"{len(parts['validation'])} validation volumes."
-        )
-    else:
-        phantom_dir = os.path.join(output_dir, "phantoms")
-        items = write_ct_phantoms(phantom_dir, num_phantoms, phantom_shape, seed=seed, with_labels=False)
-        logger.info(f"no dataset_dir given: running on {num_phantoms} synthetic CT phantoms in {phantom_dir}.")
-        parts = split_datalist(items, val_fraction, seed)
+        return {k: [_image_entry(item) for item in v] for k, v in parts.items()}
+
+    def from_folder(folder):
+        parts = split_datalist([{"image": path} for path in find_volumes(folder)], val_fraction, seed)
+        logger.info(f"dataset_dir {folder}: {len(parts['training'])} training and {len(parts['validation'])} validation volumes.")
+        return parts
+
+    def from_phantoms():
+        items = _phantoms(output_dir, "synthetic CT phantoms", "--dataset_dir DIR or --datalist FILE",
+                          write_ct_phantoms, num_phantoms, phantom_shape, seed=seed, with_labels=False)
+        return split_datalist(items, val_fraction, seed)
+
+    parts = _from_source(datalist, dataset_dir, from_datalist, from_folder, from_phantoms)
     for part in parts.values():
         check_datalist(part, label_key=None, min_shape=min_shape)
     return parts
@@ -154,22 +176,25 @@ def volume_datalist(
     Returns:
         ``[{"image": path}, ...]``.
     """
-    if _named(datalist):
-        if not os.path.isfile(str(datalist)):
-            raise ValueError(f"datalist {datalist} does not exist; pass the path of a JSON datalist file.")
-        base_dir = dataset_dir if _named(dataset_dir) else os.path.dirname(os.path.abspath(str(datalist)))
+
+    def from_datalist(path):
+        if not os.path.isfile(path):
+            raise ValueError(f"datalist {path} does not exist; pass the path of a JSON datalist file.")
+        base_dir = dataset_dir if _named(dataset_dir) else os.path.dirname(os.path.abspath(path))
         try:
-            entries = load_decathlon_datalist(str(datalist), True, data_key, base_dir)
+            entries = load_decathlon_datalist(path, True, data_key, base_dir)
         except ValueError as e:
-            raise ValueError(f"datalist {datalist} has no {data_key!r} list to run on ({e}); add one.") from e
-        items = [_image_entry(i) for i in entries]
-    elif _named(dataset_dir):
-        items = [{"image": path} for path in find_volumes(str(dataset_dir))]
-    else:
-        phantom_dir = os.path.join(output_dir, "phantoms")
-        phantoms = write_ct_phantoms(phantom_dir, num_phantoms, phantom_shape, seed=seed, with_labels=phantom_labels)
-        items = [{"image": item["image"]} for item in phantoms]
-        logger.info(f"no dataset_dir given: running on {num_phantoms} synthetic CT phantoms in {phantom_dir}.")
+            raise ValueError(f"datalist {path} has no {data_key!r} list to run on ({e}); add one.") from e
+        return [_image_entry(i) for i in entries]
+
+    def from_phantoms():
+        phantoms = _phantoms(output_dir, "synthetic CT phantoms", "--dataset_dir DIR or --datalist FILE",
+                             write_ct_phantoms, num_phantoms, phantom_shape, seed=seed, with_labels=phantom_labels)
+        return [{"image": item["image"]} for item in phantoms]
+
+    items = _from_source(
+        datalist, dataset_dir, from_datalist, lambda folder: [{"image": p} for p in find_volumes(folder)], from_phantoms
+    )
     return check_datalist(items, label_key=None)
 
 
@@ -204,20 +229,25 @@ def segmentation_datalist(
         ValueError: for a named but missing datalist, an unreadable file, or a label whose shape
             differs from its image's.
     """
-    if _named(datalist):
-        parts = _load_datalist_file(str(datalist), dataset_dir, ("training", "validation", "test"))
+
+    def from_datalist(path):
+        parts = _load_datalist_file(path, dataset_dir, ("training", "validation", "test"))
         if not parts["validation"]:
             parts.update(split_datalist(parts["training"], val_fraction, seed))
-    elif _named(dataset_dir):
+        return parts
+
+    def from_folder(folder):
         raise ValueError(
-            f"dataset_dir {dataset_dir} is given without a datalist: segmentation needs a datalist JSON pairing "
+            f"dataset_dir {folder} is given without a datalist: segmentation needs a datalist JSON pairing "
             "images with labels (--datalist FILE); dataset_dir is the base folder of its relative paths."
         )
-    else:
-        phantom_dir = os.path.join(output_dir, "phantoms")
-        items = write_ct_phantoms(phantom_dir, num_phantoms, phantom_shape, seed=seed, with_labels=True)
-        logger.info(f"no datalist given: running on {num_phantoms} synthetic CT phantoms with labels in {phantom_dir}.")
-        parts = dict(split_datalist(items, val_fraction, seed), test=[])
+
+    def from_phantoms():
+        items = _phantoms(output_dir, "synthetic CT phantoms with lung and nodule labels", "--datalist FILE",
+                          write_ct_phantoms, num_phantoms, phantom_shape, seed=seed, with_labels=True)
+        return dict(split_datalist(items, val_fraction, seed), test=[])
+
+    parts = _from_source(datalist, dataset_dir, from_datalist, from_folder, from_phantoms)
     if not parts["test"]:
         parts["test"] = parts["validation"]
     for name in ("training", "validation"):
@@ -257,25 +287,37 @@ def classification_datalist(
         ``{"training": [...], "validation": [...], "test": [...]}``; ``"test"`` falls back to
         ``"validation"``.
     """
-    if _named(datalist):
-        parts = _load_datalist_file(str(datalist), dataset_dir, ("training", "validation", "test"))
-    elif _named(dataset_dir) and not _named(medmnist_npz):
+
+    def from_folder(folder):
         raise ValueError(
-            f"dataset_dir {dataset_dir} is given without a datalist: classification needs a datalist JSON of "
+            f"dataset_dir {folder} is given without a datalist: classification needs a datalist JSON of "
             "{'image', 'label'} entries (--datalist FILE) or a MedMNIST file (--medmnist_npz FILE)."
         )
-    elif _named(medmnist_npz):
-        parts = {name: load_medmnist(str(medmnist_npz), split) for name, split in
-                 (("training", "train"), ("validation", "val"), ("test", "test"))}
+
+    def from_medmnist(path):
+        # MedMNIST images are 0-255: each entry carries its own intensity setting
+        parts = {
+            name: [{**item, INTENSITY_KEY: "minmax"} for item in load_medmnist(path, split)]
+            for name, split in (("training", "train"), ("validation", "val"), ("test", "test"))
+        }
         logger.info(
-            f"MedMNIST file {medmnist_npz}: {len(parts['training'])} training, {len(parts['validation'])} "
+            f"MedMNIST file {path}: {len(parts['training'])} training, {len(parts['validation'])} "
             f"validation, {len(parts['test'])} test samples."
         )
+        return parts
+
+    def from_phantoms():
+        items = _phantoms(output_dir, "synthetic lung patches (half with a nodule)", "--datalist FILE or --medmnist_npz FILE",
+                          write_nodule_patch_phantoms, num_phantoms, phantom_shape, seed=seed)
+        return {"training": items, "validation": [], "test": []}
+
+    def from_datalist(path):
+        return _load_datalist_file(path, dataset_dir, ("training", "validation", "test"))
+
+    if _named(medmnist_npz) and not _named(datalist):
+        parts = from_medmnist(str(medmnist_npz))
     else:
-        phantom_dir = os.path.join(output_dir, "phantoms")
-        items = write_nodule_patch_phantoms(phantom_dir, num_phantoms, phantom_shape, seed=seed)
-        logger.info(f"no datalist given: running on {num_phantoms} synthetic lung patches (half with a nodule) in {phantom_dir}.")
-        parts = {"training": items, "validation": [], "test": []}
+        parts = _from_source(datalist, dataset_dir, from_datalist, from_folder, from_phantoms)
     if not parts["training"]:
         raise ValueError("the classification data has no training samples.")
     if not parts["validation"]:

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai.engines.utils import PrepareBatch
+from monai.engines.utils import PrepareBatch, default_prepare_batch
 from monai.transforms import Randomizable
 
+from monai_genesis.config import as_bool
 from monai_genesis.transforms import RandGenesisCorruption
 
 __all__ = ["GenesisPrepareBatch"]
@@ -30,13 +31,21 @@ class GenesisPrepareBatch(PrepareBatch, Randomizable):
         corruption: the corruption to apply; None for :py:class:`RandGenesisCorruption` with the paper's rates.
         image_key: key of the clean images in the batch dictionary.
         seed: seed of the random state.
+        corrupt: False when the data loader already corrupts each sample (``RandGenesisCorruptiond``): the batch's
+            ``image`` and ``label`` are then only moved to the device, as ``monai.engines.default_prepare_batch``
+            does. A bundle switches both with one setting (``corrupt_on_device``).
     """
 
     def __init__(
-        self, corruption: RandGenesisCorruption | None = None, image_key: str = "image", seed: int | None = None
+        self,
+        corruption: RandGenesisCorruption | None = None,
+        image_key: str = "image",
+        seed: int | None = None,
+        corrupt: bool | str = True,
     ) -> None:
         self.corruption = RandGenesisCorruption() if corruption is None else corruption
         self.image_key = image_key
+        self.corrupt = as_bool(corrupt, "corrupt_on_device")
         self.set_random_state(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed)
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
@@ -55,6 +64,8 @@ class GenesisPrepareBatch(PrepareBatch, Randomizable):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Corrupt ``batchdata[image_key]`` (or a tensor batch) on ``device``; returns ``(corrupted, clean)``."""
+        if not self.corrupt:
+            return default_prepare_batch(batchdata, device, non_blocking, **kwargs)
         if isinstance(batchdata, Mapping):
             if self.image_key not in batchdata:
                 raise KeyError(

@@ -12,6 +12,8 @@ import torch
 from monai.handlers import CheckpointLoader, CheckpointSaver, EarlyStopHandler
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_genesis.config import as_bool
+
 Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
@@ -153,9 +155,7 @@ class ResumeHandler:
             self.save_dict["early_stop"] = _EarlyStopState(early_stop)
         self.prefix = prefix
         self.map_location = map_location
-        if isinstance(resume, str):
-            resume = resume.strip().lower() == "true"
-        self.load_path = latest_checkpoint(ckpt_dir, required=True, prefix=prefix) if resume else None
+        self.load_path = latest_checkpoint(ckpt_dir, required=True, prefix=prefix) if as_bool(resume, "resume") else None
         self.save = bool(save)
         self._saver: Checkpoint | None = None
 

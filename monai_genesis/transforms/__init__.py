@@ -14,6 +14,7 @@ from .array import (
     RandNonlinearIntensity,
     RandOutpaint,
 )
+from .classification import class_postprocessing, class_probabilities
 from .cubes import FixedCubeSamplesd, RandCubeSamples, RandCubeSamplesd
 from .dictionary import (
     RandGenesisCorruptiond,
@@ -60,6 +61,8 @@ from .variable_dimension import (
 )
 
 __all__ = [
+    "class_postprocessing",
+    "class_probabilities",
     "RandChannelShuffle",
     "RandChannelShuffled",
     "RandChannelShuffleD",

@@ -54,7 +54,12 @@ def test_medmnist_multiclass(tmp_path):
         val_labels=np.array([[0], [1], [2]]),
     )
     workflow = run_workflow(BUNDLE, "train", tmp_path / "run", medmnist_npz=str(npz), num_classes=3)
-    assert workflow.parser.get_parsed_content("intensity") == "minmax"
+    # MedMNIST entries carry their own 0-255 setting; the bundle's default stays the CT window
+    split = workflow.parser.get_parsed_content("data_split")
+    assert {item["intensity"] for part in split.values() for item in part} == {"minmax"}
+    assert workflow.parser.get_parsed_content("intensity") == "ct"
+    scaled = workflow.parser.get_parsed_content("train#dataset")[0]["image"]
+    assert 0.0 <= float(scaled.min()) and float(scaled.max()) <= 1.0 and float(scaled.max()) > 0.9
     assert isinstance(workflow.parser.get_parsed_content("loss"), torch.nn.CrossEntropyLoss)
     assert 0.0 <= workflow.evaluator.state.metrics["val_accuracy"] <= 1.0
     assert not (tmp_path / "run" / "eval" / "phantoms").exists()
