@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
+from monai_genesis.errors import GenesisInputError
 from monai_genesis.transforms.intensity import INTENSITY_KEY, check_intensity_setting
 
 __all__ = ["VOLUME_SUFFIXES", "check_datalist", "find_volumes", "is_dicom_file", "read_spatial_shape"]
@@ -51,7 +53,7 @@ def find_volumes(dataset_dir: str) -> list[str]:
         ValueError: when ``dataset_dir`` does not exist or holds no volume.
     """
     if not dataset_dir or not os.path.isdir(dataset_dir):
-        raise ValueError(
+        raise GenesisInputError(
             f"dataset_dir {dataset_dir!r} is not a folder; pass the folder that holds your NIfTI, NRRD, "
             "MHA files or DICOM series folders (--dataset_dir /path/to/volumes)."
         )
@@ -69,7 +71,7 @@ def find_volumes(dataset_dir: str) -> list[str]:
             found.append(root)
             dirs[:] = []
     if not found:
-        raise ValueError(
+        raise GenesisInputError(
             f"dataset_dir {dataset_dir} holds no volume: expected files ending in {', '.join(VOLUME_SUFFIXES)} "
             "or folders of DICOM files (one series per folder)."
         )
@@ -86,7 +88,7 @@ def read_spatial_shape(path: str) -> tuple[int, ...]:
         ValueError: naming ``path`` when it is missing or cannot be read.
     """
     if not os.path.exists(path):
-        raise ValueError(f"volume {path} does not exist; fix the path in your datalist or dataset_dir.")
+        raise GenesisInputError(f"volume {path} does not exist; fix the path in your datalist or dataset_dir.")
     try:
         if os.path.isdir(path):
             from monai.data import ITKReader
@@ -97,7 +99,9 @@ def read_spatial_shape(path: str) -> tuple[int, ...]:
         if path.lower().endswith((".nii", ".nii.gz")):
             import nibabel as nib
 
-            return tuple(int(s) for s in nib.load(path).shape[:3])
+            image = nib.load(path)
+            _check_nifti_complete(path, image)
+            return tuple(int(s) for s in image.shape[:3])
         import itk
 
         image_io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
@@ -107,7 +111,33 @@ def read_spatial_shape(path: str) -> tuple[int, ...]:
         image_io.ReadImageInformation()
         return tuple(int(image_io.GetDimensions(i)) for i in range(min(3, image_io.GetNumberOfDimensions())))
     except Exception as e:
-        raise ValueError(f"cannot read volume {path}: {e}. Check that the file is complete and in a supported format.") from e
+        raise GenesisInputError(
+            f"volume {path} could not be read ({type(e).__name__}: {e}); the file is incomplete (e.g. an interrupted "
+            "copy or download), corrupt or not in a supported format. Copy it again or leave it out of the data."
+        ) from e
+
+
+def _check_nifti_complete(path: str, image) -> None:
+    """Raise an ``EOFError`` when a NIfTI file holds fewer bytes than its header promises, without reading its data.
+
+    A ``.nii`` is compared by its size; a ``.nii.gz`` by the uncompressed size in its gzip trailer (modulo 2**32),
+    and only when that differs (a truncated file, or a file of several gzip members) is it decompressed to count.
+    """
+    expected = int(image.dataobj.offset) + int(np.prod(image.shape)) * np.dtype(image.get_data_dtype()).itemsize
+    if not path.lower().endswith(".gz"):
+        if os.path.getsize(path) < expected:
+            raise EOFError(f"the file holds {os.path.getsize(path)} bytes, its header describes {expected}")
+        return
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        if int.from_bytes(f.read(4), "little") == expected % 2**32:
+            return
+    size = 0
+    with gzip.open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            size += len(chunk)
+    if size < expected:
+        raise EOFError(f"the file decompresses to {size} bytes, its header describes {expected}")
 
 
 def check_datalist(
@@ -131,10 +161,10 @@ def check_datalist(
             shape differs from its image's, or when an entry's own ``"intensity"`` setting is unknown.
     """
     if len(items) == 0:
-        raise ValueError("the datalist is empty; give at least one image.")
+        raise GenesisInputError("the datalist is empty; give at least one image.")
     for item in items:
         if image_key not in item:
-            raise ValueError(f"datalist entry {item} has no {image_key!r} key.")
+            raise GenesisInputError(f"datalist entry {item} has no {image_key!r} key.")
         image = item[image_key]
         if INTENSITY_KEY in item:
             check_intensity_setting(item[INTENSITY_KEY], where=f"the {INTENSITY_KEY!r} of datalist entry {image}")
@@ -143,7 +173,7 @@ def check_datalist(
         if isinstance(label, (str, os.PathLike)):
             label_shape = read_spatial_shape(label)
             if label_shape != shape:
-                raise ValueError(
+                raise GenesisInputError(
                     f"label {label} has spatial shape {label_shape} but its image {image} has {shape}; "
                     "each label map must have the shape of its image."
                 )

@@ -47,7 +47,7 @@ from .intensity import (
     check_intensity_setting,
     intensity_transform,
 )
-from .loading import ClassTarget, ClassTargetd, LoadVolume, LoadVolumed
+from .loading import CheckLabelValues, CheckLabelValuesd, ClassTarget, ClassTargetd, LoadVolume, LoadVolumed
 from .masking import RandBlockMask, RandBlockMaskd, RandBlockMaskD, RandBlockMaskDict
 from .variable_dimension import (
     RandChannelShuffle,
@@ -74,6 +74,8 @@ __all__ = [
     "INTENSITY_KEY",
     "INTENSITY_SETTINGS",
     "ApplyIntensitySettingd",
+    "CheckLabelValues",
+    "CheckLabelValuesd",
     "ClassTarget",
     "ClassTargetd",
     "FeatureGridAffine",

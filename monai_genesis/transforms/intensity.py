@@ -4,6 +4,7 @@ Genesis expects. A datalist entry may name its own setting under ``"intensity"``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 
 import torch
@@ -14,6 +15,7 @@ from monai.transforms import MapTransform, ScaleIntensityd, ScaleIntensityRanged
 from monai.utils import TransformBackends, convert_to_tensor, deprecated
 
 from monai_genesis import __version__
+from monai_genesis.errors import GenesisInputError
 
 __all__ = [
     "INTENSITY_KEY",
@@ -26,17 +28,25 @@ __all__ = [
     "intensity_transform",
 ]
 
+logger = logging.getLogger(__name__)
+
 INTENSITY_SETTINGS = ("ct", "mri", "minmax", "none")
 # key of a datalist entry that names the entry's own intensity setting
 INTENSITY_KEY = "intensity"
 # how far outside [0, 1] a volume of the "none" setting may reach (rounding of stored values)
 _UNIT_TOLERANCE = 1e-3
+# narrowest part of the CT window a CT volume covers: noise alone spreads any real scan over more HU than this
+_MIN_HU_SPAN = 50.0
+_SETTING_HINT = (
+    "use --intensity mri (MRI: a percentile window), minmax (scaled per volume) or none (already in [0, 1]); "
+    'a datalist entry may name its own setting ({"image": ..., "intensity": "mri"})'
+)
 
 
 def check_intensity_setting(setting, where: str = "intensity setting") -> str:
     """Return ``setting`` if it is one of ``INTENSITY_SETTINGS``; otherwise raise a ``ValueError`` naming ``where``."""
     if setting not in INTENSITY_SETTINGS:
-        raise ValueError(f"{where} must be one of {INTENSITY_SETTINGS}, got {setting!r}.")
+        raise GenesisInputError(f"{where} must be one of {INTENSITY_SETTINGS}, got {setting!r}.")
     return setting
 
 
@@ -105,6 +115,45 @@ class ForegroundPercentileWindowd(MapTransform):
         return d
 
 
+def _name(img, key: Hashable) -> str:
+    """The file of ``img`` (from its meta data), else its key."""
+    return getattr(img, "meta", {}).get("filename_or_obj", "") or str(key)
+
+
+class _CTWindowd(MapTransform):
+    """The ``"ct"`` setting: refuse a volume whose values cannot be Hounsfield units, then apply the HU window.
+
+    A volume that covers less than ``_MIN_HU_SPAN`` of the window (MRI already in [0, 1], z-scored MRI)
+    would become a uniform grey image; a volume without a single negative value (no air, no fat) is
+    reported at WARNING level, as raw MRI is.
+    """
+
+    def __init__(self, keys: KeysCollection, window: Sequence[float], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.window = (float(window[0]), float(window[1]))
+        self.scale = ScaleIntensityRanged(
+            keys, a_min=window[0], a_max=window[1], b_min=0.0, b_max=1.0, clip=True, allow_missing_keys=allow_missing_keys
+        )
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        for key in self.key_iterator(dict(data)):
+            img = data[key]
+            low, high = (float(v) for v in torch.aminmax(torch.as_tensor(img).detach().float()))
+            covered = min(high, self.window[1]) - max(low, self.window[0])
+            if covered < _MIN_HU_SPAN:
+                raise GenesisInputError(
+                    f"volume {_name(img, key)} spans [{low:g}, {high:g}], which cannot be Hounsfield units: the CT "
+                    f"window [{self.window[0]:g}, {self.window[1]:g}] of intensity setting 'ct' would turn it into a "
+                    f"uniform grey image. If it is not CT, {_SETTING_HINT}."
+                )
+            if low >= 0.0:
+                logger.warning(
+                    f"volume {_name(img, key)} spans [{low:g}, {high:g}] without a negative value, unlike CT (air is "
+                    f"-1000 HU, fat about -100 HU); it is windowed as CT. If it is not CT, {_SETTING_HINT}."
+                )
+        return self.scale(data)
+
+
 class _CheckUnitRanged(MapTransform):
     """The ``"none"`` setting: keep the values, but refuse a volume that is not already in [0, 1]."""
 
@@ -113,8 +162,8 @@ class _CheckUnitRanged(MapTransform):
         for key in self.key_iterator(d):
             low, high = float(d[key].min()), float(d[key].max())
             if low < -_UNIT_TOLERANCE or high > 1.0 + _UNIT_TOLERANCE:
-                name = getattr(d[key], "meta", {}).get("filename_or_obj", key)
-                raise ValueError(
+                name = _name(d[key], key)
+                raise GenesisInputError(
                     f"intensity setting 'none' needs images in [0, 1], but {name} spans [{low:g}, {high:g}]; "
                     "choose 'ct', 'mri' or 'minmax' for it."
                 )
@@ -130,7 +179,8 @@ class ApplyIntensitySettingd(MapTransform):
 
     Args:
         setting: the default setting, one of ``INTENSITY_SETTINGS``:
-            ``"ct"`` clips Hounsfield units to ``ct_window`` and scales linearly (Genesis Chest CT);
+            ``"ct"`` clips Hounsfield units to ``ct_window`` and scales linearly (Genesis Chest CT), refusing a
+            volume that covers less than 50 HU of the window (e.g. MRI already in [0, 1] or z-scored);
             ``"mri"`` uses ``ForegroundPercentileWindowd`` with ``percentiles``; ``"minmax"`` scales each
             volume's own minimum and maximum (e.g. MedMNIST's 0–255 images); ``"none"`` keeps the values of
             images already in [0, 1] and refuses others.
@@ -156,10 +206,7 @@ class ApplyIntensitySettingd(MapTransform):
             raise ValueError(f"ct_window must be (low, high) with low < high, got {ct_window}.")
         self.entry_key = entry_key
         self.transforms = {
-            "ct": ScaleIntensityRanged(
-                keys, a_min=ct_window[0], a_max=ct_window[1], b_min=0.0, b_max=1.0, clip=True,
-                allow_missing_keys=allow_missing_keys,
-            ),
+            "ct": _CTWindowd(keys, ct_window, allow_missing_keys=allow_missing_keys),
             "mri": ForegroundPercentileWindowd(
                 keys, lower=percentiles[0], upper=percentiles[1], allow_missing_keys=allow_missing_keys
             ),

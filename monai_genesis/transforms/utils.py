@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +19,9 @@ __all__ = [
     "seeded_generator",
     "torch_generator",
 ]
+
+# more channels than this in a 3-axis array without meta data look like a channel-less 3-D volume
+_MAX_2D_CHANNELS = 4
 
 _RANGE_HINT = (
     "scale the image into the declared range first, e.g. for CT "
@@ -42,6 +46,12 @@ def check_channel_first(img: torch.Tensor | np.ndarray, spatial_dims: int | None
             raise ValueError(
                 f"{name}: the image of shape {shape} has no channel axis; add one with "
                 "`EnsureChannelFirstd(keys='image')` (or `LoadImaged(..., ensure_channel_first=True)`)."
+            )
+        if meta_shape is None and len(shape) == 3 and shape[0] > _MAX_2D_CHANNELS:
+            warnings.warn(
+                f"{name}: the image of shape {shape} is taken as {shape[0]} channels of a 2-D {shape[1]}x{shape[2]} "
+                f"image; if it is a 3-D volume without a channel axis, add one (x[None]) or pass spatial_dims=3.",
+                stacklevel=3,
             )
         spatial_dims = len(shape) - 1
     if spatial_dims not in (2, 3) or len(shape) != spatial_dims + 1:
