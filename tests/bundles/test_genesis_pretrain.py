@@ -192,7 +192,7 @@ def test_mri_fragment_switches_intensity(tmp_path):
 
 def test_inference_encodes_volumes_on_the_feature_grid(pretrain_run, tmp_path):
     root, _ = pretrain_run
-    run_workflow(BUNDLE, "inference", root, output_dir=str(tmp_path), encode=True)
+    run_workflow(BUNDLE, "inference", root, [config(BUNDLE, "encode")], output_dir=str(tmp_path))
     encoded = sorted(os.listdir(tmp_path / "features"))
     assert encoded == [f"phantom_00{i}_features.nii.gz" for i in range(3)]
     source = nib.load(tmp_path / "phantoms" / "phantom_001.nii.gz")

@@ -207,12 +207,12 @@ def test_inference_encodes_with_the_released_weights(tmp_path, repo_root, releas
     hu = np.random.default_rng(1).uniform(-1200, 1200, (64, 48, 32)).astype(np.float32)
     nib.save(nib.Nifti1Image(hu, np.diag([0.7, 0.7, 2.5, 1.0])), data / "scan.nii.gz")
     workflow = ConfigWorkflow(
-        config_file=str(bundle / "configs" / "inference.json"),
+        config_file=[str(bundle / "configs" / "inference.json"), str(bundle / "configs" / "encode.json")],
+        meta_file=str(bundle / "configs" / "metadata.json"),
         workflow_type="inference",
         bundle_root=str(bundle),
         dataset_dir=str(data),
         checkpoint_sha256=sha256,
-        encode=True,
         device="$torch.device('cpu')",
     )
     workflow.initialize()
