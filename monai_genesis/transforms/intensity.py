@@ -1,6 +1,7 @@
 """Intensity settings of the bundles: the CT window, a per-volume percentile window inside the foreground for
 MRI, a per-volume min-max scaling, or none for volumes already in [0, 1]; each maps a volume to [0, 1] as
-Genesis expects. A datalist entry may name its own setting under ``"intensity"`` (mixed CT and MRI)."""
+Genesis expects; the "zscore" setting (masked image modelling) instead gives each volume zero mean and unit
+variance. A datalist entry may name its own setting under ``"intensity"`` (mixed CT and MRI)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import MapTransform, ScaleIntensityd, ScaleIntensityRanged, Transform
+from monai.transforms import MapTransform, NormalizeIntensityd, ScaleIntensityd, ScaleIntensityRanged, Transform
 from monai.utils import TransformBackends, convert_to_tensor, deprecated
 
 from monai_genesis import __version__
@@ -30,7 +31,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-INTENSITY_SETTINGS = ("ct", "mri", "minmax", "none")
+INTENSITY_SETTINGS = ("ct", "mri", "minmax", "none", "zscore")
 # key of a datalist entry that names the entry's own intensity setting
 INTENSITY_KEY = "intensity"
 # how far outside [0, 1] a volume of the "none" setting may reach (rounding of stored values)
@@ -183,7 +184,8 @@ class ApplyIntensitySettingd(MapTransform):
             volume that covers less than 50 HU of the window (e.g. MRI already in [0, 1] or z-scored);
             ``"mri"`` uses ``ForegroundPercentileWindowd`` with ``percentiles``; ``"minmax"`` scales each
             volume's own minimum and maximum (e.g. MedMNIST's 0–255 images); ``"none"`` keeps the values of
-            images already in [0, 1] and refuses others.
+            images already in [0, 1] and refuses others; ``"zscore"`` subtracts the mean and divides by the standard
+            deviation of the volume's non-zero voxels, keeping 0 outside (the MRI preprocessing of masked pretraining).
         keys: keys of the images.
         ct_window: ``(low, high)`` HU window of the CT setting.
         percentiles: ``(lower, upper)`` percentiles of the MRI setting.
@@ -212,6 +214,7 @@ class ApplyIntensitySettingd(MapTransform):
             ),
             "minmax": ScaleIntensityd(keys, minv=0.0, maxv=1.0, allow_missing_keys=allow_missing_keys),
             "none": _CheckUnitRanged(keys, allow_missing_keys=allow_missing_keys),
+            "zscore": NormalizeIntensityd(keys, nonzero=True, allow_missing_keys=allow_missing_keys),
         }
 
     def setting_of(self, data: Mapping[Hashable, object]) -> str:
