@@ -22,7 +22,7 @@ from monai.bundle import ConfigParser
 
 from monai_genesis.utils import file_digest
 
-__all__ = ["package", "read_large_files", "bundle_files", "write_bundle_zip"]
+__all__ = ["package", "read_large_files", "bundle_files", "shared_fragments", "write_bundle_zip"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,17 +82,47 @@ def _excluded(rel: Path, patterns: Sequence[str]) -> bool:
     return any(fnmatch(part, p) for part in rel.parts for p in patterns)
 
 
-def bundle_files(bundle: str | os.PathLike, exclude: Sequence[str] | str = ()) -> list[tuple[Path, str]]:
+def shared_fragments(bundle: str | os.PathLike) -> Path | None:
+    """The folder of the config fragments that the bundles' docs tell users to merge (``configs/`` of the project
+    that holds ``bundles/NAME``), or None when the bundle does not sit in such a project."""
+    candidate = Path(bundle).resolve().parent.parent / "configs"
+    return candidate if Path(bundle).resolve().parent.name == "bundles" and candidate.is_dir() else None
+
+
+def _fragment_files(fragments: Path, name: str, bundle: Path, patterns: Sequence[str]) -> list[tuple[Path, str]]:
+    files = []
+    for path in sorted(fragments.rglob("*")):
+        rel = path.relative_to(fragments)
+        if not path.is_file() or path.suffix not in (".json", ".md") or _excluded(rel, patterns):
+            continue
+        if (bundle / "configs" / rel).exists():
+            raise ValueError(
+                f"{bundle / 'configs' / rel} has the name of the shared fragment {path}; rename one of them, since a "
+                "release holds both in its configs/ folder."
+            )
+        files.append((path, f"{name}/configs/{rel.as_posix()}"))
+    return files
+
+
+def bundle_files(
+    bundle: str | os.PathLike, exclude: Sequence[str] | str = (), fragments: str | os.PathLike | None = "auto"
+) -> list[tuple[Path, str]]:
     """List the files of a release of ``bundle`` as sorted ``(source path, name in the zip)`` pairs.
 
     Large files that are present (and match their hash) are included and the large files list is then left out,
     as in Model Zoo releases; when any large file is missing, the list is kept so that users can fetch it.
+    The shared config fragments (``configs/quick.json``, ``configs/mri.json``, ``configs/networks/*.json``, ...)
+    go into the release's ``configs/`` folder under the same relative names, so that a downloaded bundle carries
+    every file its docs tell its users to merge: ``configs/quick.json`` is then the same path from the project's
+    root and from the unpacked bundle's.
 
     Args:
         bundle: folder of the bundle; its folder name is the bundle name and the zip's top-level folder.
         exclude: glob patterns (or one pattern), matched against every path component, left out in addition to
             ``DEFAULT_EXCLUDE`` (caches, hidden files, ``runs``, ``eval`` and ``results`` folders, intermediate
             checkpoints such as ``resume_checkpoint_epoch=3.pt``); the large files are never left out.
+        fragments: folder of the shared fragments; ``"auto"`` finds ``configs/`` of the project holding
+            ``bundles/NAME`` (:py:func:`shared_fragments`); None packs none.
     """
     bundle = Path(bundle)
     name = bundle.resolve().name
@@ -113,6 +143,9 @@ def bundle_files(bundle: str | os.PathLike, exclude: Sequence[str] | str = ()) -
         if large_list is not None and not missing and rel == Path(large_list.name):
             continue
         files.append((path, f"{name}/{rel.as_posix()}"))
+    folder = shared_fragments(bundle) if fragments == "auto" else (Path(fragments) if fragments is not None else None)
+    if folder is not None:
+        files += _fragment_files(folder, name, bundle, patterns)
     return sorted(files, key=lambda f: f[1])
 
 
@@ -162,6 +195,7 @@ def package(
     repo: str | None = None,
     overwrite: bool = False,
     exclude: Sequence[str] | str = (),
+    fragments: str | os.PathLike | None = "auto",
 ) -> str:
     """Write the bundle's Model Zoo release zip ``out/NAME_vVERSION.zip`` and record it in ``out/model_info.json``.
 
@@ -182,6 +216,8 @@ def package(
             is the zip's ``file://`` address, usable on this machine only.
         overwrite: replace an existing zip of the same name whose content differs; by default that is an error.
         exclude: more glob patterns of files or folders to leave out (see ``bundle_files``).
+        fragments: folder of the shared config fragments packed into the release's ``configs/`` (see
+            ``bundle_files``); ``"auto"`` takes the project's ``configs/``, None packs none.
 
     Returns:
         the path of the zip written.
@@ -202,7 +238,7 @@ def package(
     out.mkdir(parents=True, exist_ok=True)
     asset = f"{name}_v{version}"
     zip_path = out / f"{asset}.zip"
-    files = bundle_files(bundle, exclude=exclude)
+    files = bundle_files(bundle, exclude=exclude, fragments=fragments)
     fd, tmp = tempfile.mkstemp(prefix=f".{asset}.", suffix=".zip", dir=out)
     os.close(fd)
     try:

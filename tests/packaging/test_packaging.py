@@ -184,7 +184,7 @@ def test_release_of_a_trained_bundle(bundle, tmp_path, repo_root, serve_dir):
     (src / "models").mkdir()
     torch.save(trained.state_dict(), src / "models" / "model.pt")
 
-    package(src, out=tmp_path / "dist", repo="someone/monai-genesis/v0.1.0")
+    package(src, out=tmp_path / "dist", repo="someone/monai-genesis/v0.1.0", fragments=repo_root / "configs")
     version = json.loads((src / "configs" / "metadata.json").read_text())["version"]
     base = serve_dir(tmp_path / "dist")
     downloads = tmp_path / "downloads"
@@ -199,6 +199,10 @@ def test_release_of_a_trained_bundle(bundle, tmp_path, repo_root, serve_dir):
     assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
 
     fetched = downloads / bundle
+    # the release carries every fragment its docs tell a user to merge, at the same relative path
+    shared = sorted(p.relative_to(repo_root / "configs") for p in (repo_root / "configs").rglob("*.json"))
+    assert shared and all((fetched / "configs" / rel).is_file() for rel in shared)
+    quick = fetched / "configs" / "quick.json"
     data = tmp_path / "data"
     data.mkdir()
     scan = np.random.default_rng(0).uniform(-1000, 1000, (32, 32, 32)).astype(np.int16)
@@ -209,6 +213,25 @@ def test_release_of_a_trained_bundle(bundle, tmp_path, repo_root, serve_dir):
              "--bundle_root", str(fetched), *data_args])
     outputs = [p.name for p in (fetched / "eval").rglob("*") if p.is_file()]
     assert any(name.startswith("scan") or name.endswith(".csv") for name in outputs), outputs
+
+
+def test_shared_fragments_are_found_and_never_shadow_a_bundle_config(tmp_path):
+    from monai_genesis.packaging import bundle_files, shared_fragments
+
+    project = tmp_path / "project"
+    bundle = make_tiny_bundle(project / "bundles")
+    (project / "configs" / "networks").mkdir(parents=True)
+    (project / "configs" / "quick.json").write_text("{}")
+    (project / "configs" / "networks" / "unet.json").write_text("{}")
+    (project / "configs" / "networks" / "notes.txt").write_text("not a fragment")
+    assert shared_fragments(bundle) == (project / "configs").resolve()
+    names = [name for _, name in bundle_files(bundle)]
+    assert "tiny_restoration/configs/quick.json" in names and "tiny_restoration/configs/networks/unet.json" in names
+    assert not any(name.endswith("notes.txt") for name in names)
+    assert not any("quick" in name for _, name in bundle_files(bundle, fragments=None))
+    (bundle / "configs" / "quick.json").write_text("{}")
+    with pytest.raises(ValueError, match="has the name of the shared fragment"):
+        bundle_files(bundle)
 
 
 def test_github_source_finds_latest_version_from_model_info(tmp_path, serve_dir, monkeypatch):
