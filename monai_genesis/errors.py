@@ -4,7 +4,7 @@
 ``RuntimeError: Failed to evaluate ConfigExpression`` / ``Failed to instantiate component`` (and a transform's
 in ``applying transform``), so an input error's message sits in the middle of a long traceback. The hook of
 :py:func:`install_excepthook` finds the input error inside that chain and prints only the input error's own
-frames and, last, its message; log records about the same error are dropped so that the message is read once.
+frames and, last, its message; log records that repeat it are dropped so that the message is read once.
 The bundles install it with the import statement ``"$import monai_genesis.excepthook"`` in ``imports`` (MONAI
 runs every import statement of a config before it resolves any other item).
 """
@@ -39,8 +39,8 @@ class GenesisInputError(ValueError):
 
 
 def _raised_in_project(exc: BaseException) -> bool:
-    """Whether ``exc`` is a ``ValueError`` or ``FileNotFoundError`` raised by a function of this package."""
-    if not isinstance(exc, (ValueError, FileNotFoundError)):
+    """Whether ``exc`` is a ``ValueError`` or an ``OSError`` (a missing or existing file) raised in this package."""
+    if not isinstance(exc, (ValueError, OSError)):
         return False
     tb = exc.__traceback__
     if tb is None:
@@ -53,8 +53,9 @@ def _raised_in_project(exc: BaseException) -> bool:
 def find_input_error(exc: BaseException | None) -> BaseException | None:
     """Return the input error that caused ``exc``: ``exc`` itself or the first one in its chain of causes.
 
-    An input error is a :py:class:`GenesisInputError`, or a ``ValueError`` (``FileNotFoundError``) raised in this
-    package; one passed on as text by a ``DataLoader`` worker is rebuilt as a ``GenesisInputError``.
+    An input error is a :py:class:`GenesisInputError`, or a ``ValueError`` or ``OSError`` (``FileNotFoundError``,
+    ``FileExistsError``) raised in this package; one passed on as text by a ``DataLoader`` worker is rebuilt as
+    a ``GenesisInputError``.
 
     Args:
         exc: the exception that ended the program.
@@ -87,20 +88,27 @@ def format_input_error(err: BaseException) -> str:
     return "".join(lines)
 
 
-def _handled_input_error(record: logging.LogRecord) -> bool:
-    """Whether ``record`` is logged while an input error propagates (it will be printed at the end)."""
+def _repeats_input_error(record: logging.LogRecord) -> bool:
+    """Whether ``record`` repeats an input error that propagates (the hook prints it at the end).
+
+    Records logged while it propagates that carry its traceback or its message are repeats, e.g. ignite's
+    "Engine run is terminating due to exception: ..." and ``StatsHandler``'s ``Exception: ...``.
+    """
     exc = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
-    return exc is not None and find_input_error(exc) is not None
+    err = find_input_error(exc) if exc is not None else None
+    if err is None:
+        return False
+    return bool(record.exc_info) or str(err) in record.getMessage()
 
 
-class _DropInputErrorRecords(logging.Filter):
-    """Drop the log records about an input error that is on its way to the exception hook."""
+class _DropRepeatedInputErrors(logging.Filter):
+    """Drop the log records that repeat an input error on its way to the exception hook."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not _handled_input_error(record)
+        return not _repeats_input_error(record)
 
 
-_FILTER = _DropInputErrorRecords()
+_FILTER = _DropRepeatedInputErrors()
 
 
 def _input_error_hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
@@ -119,8 +127,8 @@ def install_excepthook() -> None:
     """Make an uncaught input error end the program with its own frames and message, printed last and once.
 
     Other exceptions go to the hook installed before. Log handlers present now (the bundle's ``logging.conf``
-    has set them up) drop records logged while an input error propagates, e.g. ignite's "Engine run is
-    terminating due to exception". Calling it again changes nothing.
+    has set them up) drop the records that repeat an input error while it propagates, e.g. ignite's "Engine
+    run is terminating due to exception". Calling it again changes nothing.
     """
     if sys.excepthook is not _input_error_hook:
         _input_error_hook.previous = sys.excepthook
