@@ -328,10 +328,10 @@ class TransferReport:
 
     @property
     def num_learned_loaded(self) -> int:
-        """Number of learned weight tensors loaded: floating-point tensors of more than one element.
+        """Number of learned weight tensors loaded: the floating-point kernels and matrices (two axes or more).
 
-        Batch-norm ``num_batches_tracked`` counters and one-element biases are left out: they match a network
-        of any width, so loading only them means that nothing was transferred.
+        Batch-norm ``num_batches_tracked`` counters, biases and norm parameters are left out: counters and the
+        output bias match a network of any width, so loading only them means that nothing was transferred.
         """
         return len(self.learned_loaded)
 
@@ -371,16 +371,16 @@ _FIRST_GENESIS_CONV = "encoder.down1.0.conv.weight"
 
 
 def _is_learned(t: Any) -> bool:
-    """Whether ``t`` is a learned weight tensor: floating point with more than one element."""
-    return isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() > 1
+    """Whether ``t`` is a learned weight tensor: a floating-point kernel or matrix (two axes or more)."""
+    return isinstance(t, torch.Tensor) and t.is_floating_point() and t.ndim >= 2
 
 
 def _too_little_loaded(report: TransferReport, state_dict: Mapping[str, Any], target: Mapping[str, Any], min_loaded: int) -> str:
     """The message of :py:func:`load_pretrained` when fewer than ``min_loaded`` learned tensors match."""
     head = (
         f"{report.source}: only {report.num_learned_loaded} learned weight tensor(s) match {report.network} by name "
-        f"and shape (min_loaded={min_loaded}; counters such as num_batches_tracked and one-element tensors are not "
-        "counted), so nothing would be transferred"
+        f"and shape (min_loaded={min_loaded}; only kernels and matrices count, not biases, norm parameters or "
+        "num_batches_tracked counters), so nothing would be transferred"
     )
     if report.shape_mismatched:
         key = report.shape_mismatched[0]
@@ -424,8 +424,8 @@ def load_pretrained(
         strict: raise a ``ValueError`` unless every checkpoint tensor is loaded and every network tensor received one.
         min_loaded: raise a ``ValueError`` when fewer learned weight tensors are loaded, so that a fine-tuning
             run whose pretrained weights did not match fails instead of silently training from scratch.
-            Batch-norm ``num_batches_tracked`` counters and one-element biases are not counted: they match a
-            network of any width.
+            Only kernels and matrices count, not biases, norm parameters or batch-norm ``num_batches_tracked``
+            counters: counters and the output bias match a network of any width.
 
     Returns:
         the :py:class:`TransferReport`.

@@ -220,14 +220,15 @@ def test_load_pretrained_into_data_parallel_network():
 
 def test_load_pretrained_refuses_a_checkpoint_of_another_width(tmp_path):
     path = tmp_path / "wide.pt"
-    torch.save({"model": GenesisUNet(features=32).state_dict()}, path)
-    narrow = GenesisUNet(features=8)
+    torch.save({"model": GenesisUNet(features=32, out_channels=3).state_dict()}, path)
+    narrow = GenesisUNet(features=8, out_channels=3)
     before = {k: v.clone() for k, v in narrow.state_dict().items()}
-    # 14 num_batches_tracked counters and the one-element output bias match by name and shape, nothing else
+    # 14 num_batches_tracked counters and the 3-channel output bias match by name and shape, nothing else
     with pytest.raises(GenesisInputError) as err:
         load_pretrained(narrow, path)
     message = str(err.value)
     assert message.startswith(f"{path}: only 0 learned weight tensor(s) match GenesisUNet")
+    assert "not biases, norm parameters or num_batches_tracked counters" in message
     assert "91 tensor(s) match by name but not by shape" in message
     assert "encoder.down1.0.conv.weight: (32, 1, 3, 3, 3) in the checkpoint, (8, 1, 3, 3, 3) in the network" in message
     assert "another width" in message and "--genesis_features 32" in message
@@ -238,8 +239,9 @@ def test_load_pretrained_counts_learned_tensors_only():
     source = GenesisUNet(features=4)
     report = load_pretrained(GenesisUNet(features=4), source.state_dict())
     assert report.num_loaded == 106
-    # 14 num_batches_tracked counters and the one-element bias of the 1-channel output are not learned tensors
-    assert report.num_learned_loaded == 106 - 14 - 1 and report.shape_mismatched == []
+    # the 18 convolution kernels (15 convolutions, 3 up-convolutions) are the learned weight tensors
+    assert report.num_learned_loaded == 18 and report.shape_mismatched == []
+    assert report.learned_loaded[:2] == ["encoder.down1.0.conv.weight", "encoder.down1.1.conv.weight"]
     assert "out.conv.bias" in report.loaded and "out.conv.bias" not in report.learned_loaded
 
 
