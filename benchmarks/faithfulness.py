@@ -4,7 +4,7 @@
 
 Cubes of 64×64×32 are cut at random as in section 2.7 of the reference (CT clipped to [-1000, 1000] HU and
 scaled to [0, 1], x/y at least 100 voxels from the border, any z); each corruption is forced on, by
-``monai_genesis.transforms`` and by the literal loop of ``benchmarks/loop_baseline.py``. Prints a Markdown table
+``monai_genesis.transforms`` and by the literal loop of ``tests/oracle/loop_baseline.py``. Prints a Markdown table
 (mean ± std over the cubes).
 """
 
@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import loop_baseline
+from tests.oracle import loop_baseline
+from tests.oracle.chest_ct import cut_cubes
 from monai_genesis.transforms import RandInpaint, RandLocalPixelShuffle, RandNonlinearIntensity, RandOutpaint
 
 # section 2.7 of the reference: the authors' functions on 64 cubes of the same chest CT
@@ -30,21 +31,6 @@ REFERENCE = {
     "in-painting": ("0.055 ± 0.021", "0.017 ± 0.007"),
     "out-painting": ("0.68 ± 0.06", "0.21 ± 0.03"),
 }
-
-
-def cut_cubes(image: str, n: int, seed: int) -> np.ndarray:
-    from monai.transforms import LoadImage
-
-    vol = np.asarray(LoadImage(image_only=True)(image), dtype=np.float32)
-    vol = (np.clip(vol, -1000, 1000) + 1000) / 2000
-    rng = np.random.RandomState(seed)
-    cubes = []
-    for _ in range(n):
-        x = rng.randint(100, vol.shape[0] - 100 - 64 + 1)
-        y = rng.randint(100, vol.shape[1] - 100 - 64 + 1)
-        z = rng.randint(0, vol.shape[2] - 32 + 1)
-        cubes.append(vol[x : x + 64, y : y + 64, z : z + 32][None])
-    return np.stack(cubes)
 
 
 def stats(fn, cubes) -> tuple[str, str]:

@@ -3,7 +3,7 @@
     python benchmarks/transforms.py [--cubes 16] [--repeats 3] [--image VOLUME --window -1000 1000] [--json OUT]
 
 On one CPU thread, 64×64×32 float32 cubes: the per-sample transforms of ``monai_genesis.transforms`` and the
-loop-per-block rendering of the same recipe in ``benchmarks/loop_baseline.py``, measured in the same run. When a
+loop-per-block rendering of the same recipe in ``tests/oracle/loop_baseline.py``, measured in the same run. When a
 GPU is present, the batched path (``GenesisPrepareBatch``) on batches of 32 and 256 cubes too. Prints a Markdown
 table; ``--json`` also writes the figures.
 """
@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import loop_baseline
+from tests.oracle import loop_baseline
 from monai_genesis.engines import GenesisPrepareBatch
 from monai_genesis.transforms import (
     RandGenesisCorruption,

@@ -13,6 +13,7 @@ from monai.utils import BundleProperty, BundlePropertyConfig
 from monai_genesis.networks import GenesisUNet
 from monai_genesis.packaging import package
 from monai_genesis.weights import GENESIS_CHEST_CT_SHA256, official_to_genesis_key
+from tests.networks.official_format import KEYS_JSON
 from tests.packaging.helpers import run_cli
 
 NAME = "genesis_chest_ct"
@@ -21,10 +22,7 @@ NAME = "genesis_chest_ct"
 @pytest.fixture(scope="module")
 def released_checkpoint(tmp_path_factory, repo_root):
     """A checkpoint in the released format: 106 ``module.``-prefixed tensors, epoch and optimizer state."""
-    keys_file = repo_root.parent / "shared" / "docs" / "genesis_official_keys.json"
-    if not keys_file.is_file():
-        pytest.skip(f"{keys_file} is absent")
-    spec = json.loads(keys_file.read_text())
+    spec = json.loads(KEYS_JSON.read_text())
     gen = torch.Generator().manual_seed(3)
     state_dict = {}
     for key, shape in zip(spec["keys"], spec["shapes"]):

@@ -21,7 +21,7 @@ def smooth_cube(seed: int = 0, shape=(1, 32, 32, 16)) -> np.ndarray:
 
 def chest_ct_cubes(path, n: int = 64, seed: int = 0) -> np.ndarray:
     """Cubes of 64×64×32 cut at random from a chest CT as in section 2.7 of the reference."""
-    from benchmarks.faithfulness import cut_cubes
+    from tests.oracle.chest_ct import cut_cubes
 
     return cut_cubes(str(path), n, seed)
 

@@ -5,8 +5,9 @@ import random
 import numpy as np
 import pytest
 
-from benchmarks import loop_baseline
 from monai_genesis.transforms import RandInpaint, RandLocalPixelShuffle, RandNonlinearIntensity, RandOutpaint
+
+from tests.oracle import loop_baseline
 
 from .helpers import changed_stats, chest_ct_cubes, smooth_cube
 

@@ -1,8 +1,8 @@
 """A literal, loop-per-block rendering of the Models Genesis recipe on one ``(C, H, W, D)`` NumPy cube.
 
 It follows the recipe of the paper's public code step by step (Python ``random`` for the decisions, one NumPy
-operation per block or box, a 100 000-point Bézier curve) and serves as the speed baseline of
-``benchmarks/transforms.py`` and as an independent statistical reference in the tests. Only channel 0 is
+operation per block or box, a 100 000-point Bézier curve) and serves as an independent statistical reference in
+the tests and as the speed baseline of ``benchmarks/transforms.py``. Only channel 0 is
 corrupted by the shuffle, as in the original; flips use spatial axes.
 """
 

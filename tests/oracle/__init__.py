@@ -1,0 +1,1 @@
+"""Independent references the tests (and the benchmarks) compare the project against."""
