@@ -124,3 +124,25 @@ def test_network_preset_pretrains_and_transfers(tmp_path):
     # everything but the output layer, whose shape differs, is transferred
     assert report.num_loaded == len(pretrained) - len(report.skipped) and report.num_loaded > 50
     assert report.skipped and all("shape" in why for why in report.skipped.values())
+
+
+def test_labels_beyond_out_channels_are_named_before_training(tmp_path):
+    from monai_genesis.errors import GenesisInputError
+
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(2):
+        image = rng.uniform(-1000, 400, (32, 32, 24)).astype(np.float32)
+        label = np.zeros((32, 32, 24), np.uint8)
+        label[8:20, 8:20, 6:16] = 3 if i == 0 else 1  # raw label 3 with three outputs (0, 1, 2)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / f"img{i}.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / f"lab{i}.nii.gz")
+        entries.append({"image": f"img{i}.nii.gz", "label": f"lab{i}.nii.gz"})
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": entries[:1], "validation": entries[1:]}))
+    with pytest.raises(Exception) as err:
+        run_workflow(BUNDLE, "train", tmp_path / "run", datalist=str(datalist), out_channels=3)
+    cause = root_cause(err.value)
+    assert isinstance(cause, GenesisInputError)
+    assert "lab0.nii.gz" in str(cause) and "out_channels=3" in str(cause) and "--out_channels" in str(cause)
+    assert not (tmp_path / "run" / "models" / "model_final.pt").exists()
