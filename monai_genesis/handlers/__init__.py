@@ -7,7 +7,7 @@ from monai_genesis.handlers.run import FinalModelSaver, claim_run, earlier_outpu
 from monai_genesis.handlers.restoration import (
     RestorationImageHandler,
     RestorationPNGSaver,
-    middle_slice_grid,
+    SliceRestorationSaver,
     restoration_images,
 )
 
@@ -22,9 +22,9 @@ __all__ = [
     "RestorationImageHandler",
     "RestorationPNGSaver",
     "ResumeHandler",
+    "SliceRestorationSaver",
     "check_pretrained",
     "latest_checkpoint",
-    "middle_slice_grid",
     "negative_key_metric",
     "restoration_images",
 ]

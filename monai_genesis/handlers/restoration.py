@@ -1,24 +1,53 @@
-"""Handlers showing what the network restores: corrupted / restored / original slices to TensorBoard and to a PNG."""
+"""Handlers showing what the network restores, drawn by :py:mod:`monai_genesis.visualize`.
+
+:py:class:`SliceRestorationSaver` writes the picture to judge a pretraining by: a whole slice of a validation volume,
+original | corrupted | restored through the sliding window. :py:class:`RestorationImageHandler` (TensorBoard) and
+:py:class:`RestorationPNGSaver` show the middle slices of the cubes of the engine's last iteration.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
+from monai.data.utils import affine_to_spacing
 from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_genesis.visualize import (
+    available_path,
+    restoration_grid,
+    save_png,
+    slice_restoration_picture,
+)
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["RestorationImageHandler", "RestorationPNGSaver", "middle_slice_grid", "restoration_images"]
+__all__ = ["RestorationImageHandler", "RestorationPNGSaver", "SliceRestorationSaver", "restoration_images"]
 
 logger = logging.getLogger(__name__)
 
 # engine output keys of SupervisedTrainer/SupervisedEvaluator, in the order shown
 RESTORATION_KEYS = {"corrupted": "image", "restored": "pred", "original": "label"}
+
+
+def _is_rank_zero() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _flag(value, name: str) -> bool:
+    """A bundle flag given as a bool or as the text ``true``/``false`` of a command line."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{name} must be true or false, got {value!r}.")
 
 
 def restoration_images(output, max_samples: int = 4) -> dict[str, torch.Tensor]:
@@ -50,42 +79,62 @@ def restoration_images(output, max_samples: int = 4) -> dict[str, torch.Tensor]:
     return {name: torch.stack(values[:max_samples]) for name, values in images.items() if values}
 
 
-def middle_slice_grid(images: Mapping[str, torch.Tensor]) -> np.ndarray:
-    """Tile the middle slice (last axis) of channel 0 of every sample: one column per name, one row per sample.
+def _output_spacing(output) -> tuple[float, ...]:
+    """The voxel spacing of the first clean cube of an engine output that carries an affine, else 1 mm."""
+    items = [output] if isinstance(output, Mapping) else list(output or [])
+    for item in items:
+        label = item.get(RESTORATION_KEYS["original"]) if isinstance(item, Mapping) else None
+        if isinstance(label, MetaTensor) and label.ndim in (4, 5):
+            affine = label.affine[0] if label.affine.ndim == 3 else label.affine
+            return tuple(float(s) for s in affine_to_spacing(affine, r=3))
+    return (1.0, 1.0, 1.0)
 
-    Args:
-        images: name -> ``(B, C, H, W, D)`` (or ``(B, C, H, W)``) tensors of equal shape, values in [0, 1].
 
-    Returns:
-        a ``(B * H, len(images) * W)`` float32 array clipped to [0, 1].
-    """
-    columns = []
-    for value in images.values():
-        slices = value[:, 0, ..., value.shape[-1] // 2] if value.ndim == 5 else value[:, 0]
-        columns.append(torch.cat(list(slices), dim=0))
-    return torch.cat(columns, dim=1).clamp(0.0, 1.0).numpy().astype(np.float32)
+class _RunFile:
+    """The file of this run: ``output_dir/filename``, or a free ``<stem>_<n>`` name beside a file of an earlier run."""
+
+    def __init__(self, output_dir: str | os.PathLike, filename: str, overwrite: bool = False) -> None:
+        self.wanted = Path(output_dir) / filename
+        self.overwrite = overwrite
+        self.path: Path | None = None
+
+    def write(self, image) -> Path:
+        if self.path is None:
+            self.path = self.wanted if self.overwrite else available_path(self.wanted)
+            if self.path != self.wanted:
+                logger.warning("%s is from an earlier run and is kept; this run writes %s.", self.wanted, self.path)
+        return save_png(image, self.path, overwrite=True)
 
 
 class _EveryNEpochs:
-    """Run ``self.write(engine)`` after every ``interval``-th epoch of the engine it is attached to."""
+    """Run ``self.write(engine, images)`` with the engine's restorations after every ``interval``-th epoch."""
 
     interval: int = 1
+    max_samples: int = 4
 
     def attach(self, engine: Engine) -> None:
+        """Call this handler when every ``interval``-th epoch of ``engine`` completes.
+
+        Args:
+            engine: the trainer or evaluator whose output holds ``image``, ``pred`` and ``label``.
+        """
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
     def __call__(self, engine: Engine) -> None:
+        if not _is_rank_zero():
+            return
         images = restoration_images(engine.state.output, self.max_samples)
         if not images:
             logger.debug("engine output has no image/pred/label; no restoration images written.")
             return
-        self.write(engine, images)
+        self.write(engine, images, _output_spacing(engine.state.output))
 
 
 class RestorationImageHandler(_EveryNEpochs):
-    """Write a grid of corrupted / restored / original middle slices to TensorBoard after each epoch.
+    """Write the corrupted / restored / original middle axial slices of the last cubes to TensorBoard.
 
-    Attach it to the pretraining trainer or evaluator; the images come from the last iteration of the epoch.
+    Attach it to the pretraining trainer or evaluator; the images come from the last iteration of every
+    ``interval``-th epoch, drawn by :py:func:`monai_genesis.visualize.restoration_grid`. Only rank 0 writes.
 
     Args:
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter``; when None one is made for ``log_dir``.
@@ -107,30 +156,167 @@ class RestorationImageHandler(_EveryNEpochs):
         self.max_samples = int(max_samples)
         self.interval = int(interval)
 
-    def write(self, engine: Engine, images: dict[str, torch.Tensor]) -> None:
-        grid = middle_slice_grid(images)
-        self.writer.add_image(f"{self.tag} ({' | '.join(images)})", grid[None], engine.state.epoch, dataformats="CHW")
+    def write(self, engine: Engine, images: dict[str, torch.Tensor], spacing: Sequence[float]) -> None:
+        grid = np.asarray(restoration_grid(images, max_rows=self.max_samples, spacing=spacing))
+        self.writer.add_image(f"{self.tag} ({' | '.join(images)})", grid, engine.state.epoch, dataformats="HWC")
         self.writer.flush()
 
 
 class RestorationPNGSaver(_EveryNEpochs):
-    """Save a PNG grid of corrupted / restored / original slices with ``monai_genesis.visualize.save_restoration_grid``.
+    """Save a PNG of the corrupted / restored / original middle axial slices of the last cubes.
 
-    The file is rewritten after every ``interval`` epochs, so it shows the latest restorations.
+    The picture (:py:func:`monai_genesis.visualize.restoration_grid`) is rewritten after every ``interval``
+    epochs, so it shows the latest restorations. A file of an earlier run at ``output_dir/filename`` is kept and
+    this run writes ``<stem>_1.png`` (or the next free number) instead, unless ``overwrite``. Only rank 0 writes.
 
     Args:
         output_dir: folder of the PNG (created if missing).
         filename: name of the PNG.
         max_samples: number of samples (rows) shown.
         interval: write every ``interval`` epochs.
+        overwrite: replace a file of an earlier run (e.g. the one this run resumes).
     """
 
-    def __init__(self, output_dir: str, filename: str = "restorations.png", max_samples: int = 4, interval: int = 1) -> None:
-        self.path = os.path.join(output_dir, filename)
+    def __init__(
+        self,
+        output_dir: str,
+        filename: str = "restorations.png",
+        max_samples: int = 4,
+        interval: int = 1,
+        overwrite: bool = False,
+    ) -> None:
+        self.file = _RunFile(output_dir, filename, _flag(overwrite, "overwrite"))
         self.max_samples = int(max_samples)
         self.interval = int(interval)
 
-    def write(self, engine: Engine, images: dict[str, torch.Tensor]) -> None:
-        from monai_genesis.visualize import save_restoration_grid
+    @property
+    def path(self) -> Path:
+        """The PNG this run writes (chosen at its first write)."""
+        return self.file.path or self.file.wanted
 
-        save_restoration_grid(images, self.path)  # creates the folder
+    def write(self, engine: Engine, images: dict[str, torch.Tensor], spacing: Sequence[float]) -> None:
+        self.file.write(restoration_grid(images, max_rows=self.max_samples, spacing=spacing))
+
+
+class SliceRestorationSaver:
+    """Save a PNG of one slice of a validation volume: original | corrupted | restored through the sliding window.
+
+    Attach it to the validation evaluator: after every ``interval``-th validation it draws
+    :py:func:`monai_genesis.visualize.slice_restoration_picture` of the middle axial slice of one volume, corrupted
+    cube by cube with ``cube_size`` cubes and restored by the network in windows of the same size. The corruption
+    is reseeded every time, so successive pictures differ only by the network. The volume is read once. A file of
+    an earlier run at ``output_dir/filename`` is kept and this run writes ``<stem>_1.png`` (or the next free
+    number) instead, unless ``overwrite``; the file is rewritten at every validation of the run. Only rank 0
+    writes.
+
+    Args:
+        network: the network being trained (a ``DistributedDataParallel`` wrapper is unwrapped).
+        data: where the volume comes from: a data set (its item ``index`` is taken), a data dict, or a
+            channel-first volume ``(C, H, W, D)``, intensities as the network sees them in training (a
+            ``MetaTensor``'s affine gives orientation and spacing).
+        cube_size: the training cube size, three ints.
+        output_dir: folder of the PNG (created if missing), e.g. the run's output folder.
+        filename: name of the PNG.
+        corruption: the corruption of a batch of cubes (see :py:func:`monai_genesis.visualize.restore_slice`);
+            None for ``RandGenesisCorruption(flip_rate=0.0)`` with the paper's other rates.
+        image_key: the key of the volume in a data dict.
+        index: the item of ``data`` shown.
+        titles: the titles of the original, corrupted and restored columns.
+        window: intensities shown black and white; None for the 0.5th–99.5th percentiles of the original slice.
+        seed: the seed of the corruption.
+        interval: draw every ``interval`` validations.
+        sw_batch_size: windows per forward pass.
+        overlap: window overlap of the sliding window.
+        max_windows: at most this many cubes are restored, which bounds the time taken: a larger slice is
+            cropped to its centre; None for the whole slice.
+        overwrite: replace a file of an earlier run (e.g. the one this run resumes).
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        data,
+        cube_size: Sequence[int],
+        output_dir: str | os.PathLike,
+        filename: str = "restorations.png",
+        corruption: Callable | None = None,
+        image_key: str = "image",
+        index: int = 0,
+        titles: Sequence[str] = ("original", "corrupted", "restored"),
+        window: Sequence[float] | None = None,
+        seed: int = 0,
+        interval: int = 1,
+        sw_batch_size: int = 4,
+        overlap: float = 0.0,
+        max_windows: int | None = 36,
+        overwrite: bool = False,
+    ) -> None:
+        if len(titles) != 3:
+            raise ValueError(f"titles names the original, corrupted and restored columns: three strings, got {titles!r}.")
+        if int(interval) < 1:
+            raise ValueError(f"interval must be a positive number of validations, got {interval}.")
+        if corruption is None:
+            from monai_genesis.transforms import RandGenesisCorruption
+
+            corruption = RandGenesisCorruption(flip_rate=0.0)
+        self.network, self.data, self.cube_size = network, data, tuple(int(s) for s in cube_size)
+        self.file = _RunFile(output_dir, filename, _flag(overwrite, "overwrite"))
+        self.corruption, self.image_key, self.index = corruption, image_key, int(index)
+        self.titles, self.window, self.seed = tuple(titles), window, int(seed)
+        self.interval, self.sw_batch_size, self.overlap = int(interval), int(sw_batch_size), float(overlap)
+        self.max_windows = max_windows
+        self._volume = None
+
+    @property
+    def path(self) -> Path:
+        """The PNG this run writes (chosen at its first write)."""
+        return self.file.path or self.file.wanted
+
+    def attach(self, engine: Engine) -> None:
+        """Draw the picture when every ``interval``-th epoch (validation) of ``engine`` completes.
+
+        Args:
+            engine: the validation evaluator.
+        """
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+
+    def volume(self):
+        """The volume shown, read from ``data`` at the first call."""
+        if self._volume is None:
+            item = self.data
+            if not isinstance(item, (Mapping, torch.Tensor, np.ndarray)):
+                if len(item) <= self.index:
+                    raise ValueError(
+                        f"SliceRestorationSaver: the data set has {len(item)} items, so item {self.index} cannot be "
+                        "shown; give a validation data set with at least one volume or a smaller index."
+                    )
+                item = item[self.index]
+            item = item[0] if isinstance(item, (list, tuple)) else item
+            if isinstance(item, Mapping):
+                if self.image_key not in item:
+                    raise KeyError(f"SliceRestorationSaver: key {self.image_key!r} is not in the data item {list(item)}.")
+                item = item[self.image_key]
+            self._volume = item
+        return self._volume
+
+    def __call__(self, engine: Engine) -> None:
+        if not _is_rank_zero():
+            return
+        volume = self.volume()
+        if hasattr(self.corruption, "set_random_state"):
+            self.corruption.set_random_state(self.seed)
+        source = volume.meta.get("filename_or_obj") if isinstance(volume, MetaTensor) else None
+        header = f"epoch {engine.state.epoch}" + (f": {os.path.basename(str(source))}" if source else "")
+        picture = slice_restoration_picture(
+            self.network,
+            volume,
+            self.cube_size,
+            self.corruption,
+            self.titles,
+            self.window,
+            header,
+            self.sw_batch_size,
+            self.overlap,
+            self.max_windows,
+        )
+        logger.debug("wrote %s", self.file.write(picture))
