@@ -18,6 +18,8 @@ from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_genesis.config import as_bool
+from monai_genesis.distributed import is_rank_zero
 from monai_genesis.visualize import (
     available_path,
     restoration_grid,
@@ -34,20 +36,6 @@ logger = logging.getLogger(__name__)
 
 # engine output keys of SupervisedTrainer/SupervisedEvaluator, in the order shown
 RESTORATION_KEYS = {"corrupted": "image", "restored": "pred", "original": "label"}
-
-
-def _is_rank_zero() -> bool:
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _flag(value, name: str) -> bool:
-    """A bundle flag given as a bool or as the text ``true``/``false`` of a command line."""
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    if isinstance(value, (bool, int)) and value in (0, 1):
-        return bool(value)
-    raise ValueError(f"{name} must be true or false, got {value!r}.")
 
 
 def restoration_images(output, max_samples: int = 4) -> dict[str, torch.Tensor]:
@@ -121,7 +109,7 @@ class _EveryNEpochs:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
     def __call__(self, engine: Engine) -> None:
-        if not _is_rank_zero():
+        if not is_rank_zero():
             return
         images = restoration_images(engine.state.output, self.max_samples)
         if not images:
@@ -185,7 +173,7 @@ class RestorationPNGSaver(_EveryNEpochs):
         interval: int = 1,
         overwrite: bool = False,
     ) -> None:
-        self.file = _RunFile(output_dir, filename, _flag(overwrite, "overwrite"))
+        self.file = _RunFile(output_dir, filename, as_bool(overwrite, "overwrite"))
         self.max_samples = int(max_samples)
         self.interval = int(interval)
 
@@ -260,7 +248,7 @@ class SliceRestorationSaver:
 
             corruption = RandGenesisCorruption(flip_rate=0.0)
         self.network, self.data, self.cube_size = network, data, tuple(int(s) for s in cube_size)
-        self.file = _RunFile(output_dir, filename, _flag(overwrite, "overwrite"))
+        self.file = _RunFile(output_dir, filename, as_bool(overwrite, "overwrite"))
         self.corruption, self.image_key, self.index = corruption, image_key, int(index)
         self.titles, self.window, self.seed = tuple(titles), window, int(seed)
         self.interval, self.sw_batch_size, self.overlap = int(interval), int(sw_batch_size), float(overlap)
@@ -300,7 +288,7 @@ class SliceRestorationSaver:
         return self._volume
 
     def __call__(self, engine: Engine) -> None:
-        if not _is_rank_zero():
+        if not is_rank_zero():
             return
         volume = self.volume()
         if hasattr(self.corruption, "set_random_state"):

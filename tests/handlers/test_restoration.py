@@ -78,8 +78,8 @@ def test_png_saver_writes_the_grid_and_keeps_an_earlier_runs_file(tmp_path, capl
     RestorationPNGSaver(str(tmp_path / "out"), filename="r.png", overwrite="true").attach(engine)
     run()
     assert (tmp_path / "out" / "r.png").read_bytes() != earlier
-    with pytest.raises(ValueError, match="overwrite must be true or false"):
-        RestorationPNGSaver(str(tmp_path), overwrite="yes")
+    with pytest.raises(ValueError, match="--overwrite must be true or false"):
+        RestorationPNGSaver(str(tmp_path), overwrite="maybe")
 
 
 def test_png_saver_takes_the_spacing_of_the_cubes(tmp_path):
