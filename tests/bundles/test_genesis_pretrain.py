@@ -223,12 +223,14 @@ def test_pretraining_mixes_ct_and_mri_by_entry(tmp_path):
         "validation": [{"image": "ct.nii.gz"}],
     }))
     workflow = run_workflow(BUNDLE, "train", tmp_path / "run", datalist=str(listing), epochs=1)
-    volumes = workflow.parser.get_parsed_content("train#volumes")
-    ct, mri = (volumes[i]["image"] for i in range(2))
+    from monai_genesis.data import read_store_volume
+
+    store = workflow.parser.get_parsed_content("store")
+    ct, mri = (read_store_volume(store, entry) for entry in workflow.parser.get_parsed_content("data_split")["training"])
     assert 0.0 <= float(ct.min()) and float(ct.max()) <= 1.0 and float(ct.min()) == 0.0  # air at -1000 HU
     inside = mri[0, 4:28, 4:28, 4:20]
     # the MRI window spans the foreground (100-500 -> 0-1); the CT window would have put it in 0.55-0.75
     assert float(inside.min()) == pytest.approx(0.0, abs=0.01) and float(inside.max()) == pytest.approx(1.0, abs=0.01)
-    # each entry records the setting it was scaled with, so that a batch of both collates
-    assert [volumes[i]["intensity"] for i in range(2)] == ["ct", "mri"]
+    # the store records the setting each volume was scaled with
+    assert sorted(r["settings"]["intensity"] for r in store["volumes"].values()) == ["ct", "mri"]
     assert (tmp_path / "run" / "models" / "model_final.pt").is_file()
