@@ -43,6 +43,19 @@ TINY = {
         "num_workers": 0,
         "epochs": 1,
     },
+    "mae_pretrain": {
+        "resenc_features": [2, 4, 4, 4, 4, 4],
+        "resenc_strides": [1, 2, 2, 2, 1, 1],
+        "patch_size": [16, 16, 16],
+        "mask_block_size": 8,
+        "phantom_size": [32, 32, 24],
+        "num_phantoms": 3,
+        "cubes_per_volume": 2,
+        "val_cubes_per_volume": 2,
+        "batch_size": 2,
+        "sw_batch_size": 8,
+        "num_workers": 0,
+    },
 }
 
 
