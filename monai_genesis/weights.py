@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -26,6 +26,7 @@ __all__ = [
     "load_official_checkpoint",
     "load_pretrained",
     "official_to_genesis_key",
+    "repeat_over_input_channels",
     "safe_load",
     "save_official_checkpoint",
     "to_official_state_dict",
@@ -311,6 +312,8 @@ class TransferReport:
         missing: network keys that received nothing.
         learned_loaded: the keys of ``loaded`` that are learned weight tensors (see ``num_learned_loaded``).
         shape_mismatched: the keys of ``skipped`` whose name is in the network but whose shape differs.
+        repeated_input_channels: the keys of ``loaded`` whose one-input-channel kernel was repeated over the
+            network's input channels (``repeat_input_channels``).
     """
 
     source: str
@@ -320,6 +323,7 @@ class TransferReport:
     missing: list[str] = field(default_factory=list)
     learned_loaded: list[str] = field(default_factory=list)
     shape_mismatched: list[str] = field(default_factory=list)
+    repeated_input_channels: list[str] = field(default_factory=list)
 
     @property
     def num_loaded(self) -> int:
@@ -341,6 +345,7 @@ class TransferReport:
             f"{self.network}: loaded {self.num_loaded} of {total} tensors from {self.source}; "
             f"skipped {len(self.skipped)} checkpoint tensor(s); {len(self.missing)} network tensor(s) not loaded."
         ]
+        lines += [f"  repeated over the input channels: {k}" for k in self.repeated_input_channels]
         lines += [f"  skipped {k}: {why}" for k, why in list(self.skipped.items())[:10]]
         if len(self.skipped) > 10:
             lines.append(f"  ... {len(self.skipped) - 10} more skipped")
@@ -399,12 +404,33 @@ def _too_little_loaded(report: TransferReport, state_dict: Mapping[str, Any], ta
     )
 
 
+def repeat_over_input_channels(kernel: torch.Tensor, shape: Sequence[int]) -> torch.Tensor | None:
+    """A convolution kernel of one input channel made into one of ``shape[1]`` channels, else None.
+
+    The kernel ``(out, 1, *k)`` is repeated over the input channels and divided by their number, so a
+    multi-channel input whose channels are all equal gives the pretrained response (Wald et al., CVPR 2025).
+    None when ``kernel`` is not a kernel of one input channel that differs from ``shape`` only there.
+
+    Args:
+        kernel: the pretrained kernel.
+        shape: the shape of the network's kernel.
+    """
+    shape = tuple(shape)
+    if kernel.ndim < 3 or len(shape) != kernel.ndim or kernel.shape[1] != 1 or shape[1] == 1:
+        return None
+    if (kernel.shape[0], *kernel.shape[2:]) != (shape[0], *shape[2:]):
+        return None
+    return kernel.repeat(1, shape[1], *([1] * (kernel.ndim - 2))) / shape[1]
+
+
 def load_pretrained(
     net: nn.Module,
     checkpoint: PathLike | Mapping[str, Any],
     prefix_map: Mapping[str, str] | None = None,
     strict: bool = False,
     min_loaded: int = 1,
+    include_prefixes: str | Sequence[str] | None = None,
+    repeat_input_channels: bool = False,
 ) -> TransferReport:
     """
     Copy into ``net`` every checkpoint tensor whose name and shape match, and report what was loaded.
@@ -426,6 +452,12 @@ def load_pretrained(
             run whose pretrained weights did not match fails instead of silently training from scratch.
             Only kernels and matrices count, not biases, norm parameters or batch-norm ``num_batches_tracked``
             counters: counters and the output bias match a network of any width.
+        include_prefixes: load only the checkpoint tensors whose name (after renaming) starts with one of these,
+            e.g. ``"encoder."`` for the stem and encoder of a pretrained ``ResEncUNet`` with a fresh decoder; the
+            others are reported as skipped. None loads every matching tensor.
+        repeat_input_channels: load a kernel of one input channel into a kernel of ``C`` input channels by
+            repeating it over them and dividing by ``C`` (:py:func:`repeat_over_input_channels`), for a network
+            fine-tuned on multi-channel input (e.g. several MRI sequences) from a one-channel pretraining.
 
     Returns:
         the :py:class:`TransferReport`.
@@ -444,9 +476,25 @@ def load_pretrained(
     target = net.state_dict()
     report = TransferReport(source=source, network=type(net).__name__)
     to_load = {}
+    included = None if include_prefixes is None else tuple(
+        [include_prefixes] if isinstance(include_prefixes, str) else include_prefixes
+    )
     for key, value in state_dict.items():
-        if key not in target:
+        repeated = (
+            repeat_over_input_channels(value, _shape(target[key]))
+            if repeat_input_channels and key in target and isinstance(value, torch.Tensor)
+            and _shape(value) != _shape(target[key])
+            else None
+        )
+        if included is not None and not key.startswith(included):
+            report.skipped[key] = f"not under include_prefixes {list(included)}"
+        elif key not in target:
             report.skipped[key] = "no tensor of this name in the network"
+        elif repeated is not None:
+            to_load[key] = repeated
+            report.loaded.append(key)
+            report.repeated_input_channels.append(key)
+            report.learned_loaded.append(key)
         elif _shape(value) != _shape(target[key]):
             report.skipped[key] = f"shape {_shape(value)} in checkpoint, {_shape(target[key])} in network"
             report.shape_mismatched.append(key)

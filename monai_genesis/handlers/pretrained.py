@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
@@ -67,6 +67,10 @@ class PretrainedLoader:
         encoder_prefix: name prefix of the encoder's parameters (``"encoder."`` in Genesis networks).
         prefix_map: checkpoint-to-network key prefix renaming, passed to ``load_pretrained``.
         min_loaded: fewest tensors that must load.
+        include_prefixes: load only checkpoint tensors named with one of these prefixes (``["encoder."]``: the stem
+            and encoder of an ``mae_pretrain`` model, the decoder fresh); None loads every matching tensor.
+        repeat_input_channels: load a one-input-channel kernel into a multi-channel one, repeated over the
+            channels and divided by their number (the stem of a one-channel pretraining, multi-channel input).
     """
 
     def __init__(
@@ -77,6 +81,8 @@ class PretrainedLoader:
         encoder_prefix: str = "encoder.",
         prefix_map: Mapping[str, str] | None = None,
         min_loaded: int = 1,
+        include_prefixes: str | Sequence[str] | None = None,
+        repeat_input_channels: bool = False,
     ) -> None:
         pretrained = check_pretrained(pretrained, finetune)
         self.network = network
@@ -85,6 +91,8 @@ class PretrainedLoader:
         self.encoder_prefix = encoder_prefix
         self.prefix_map = prefix_map
         self.min_loaded = int(min_loaded)
+        self.include_prefixes = include_prefixes
+        self.repeat_input_channels = bool(repeat_input_channels)
         self.report = None
 
     def attach(self, engine: Engine) -> None:
@@ -96,8 +104,20 @@ class PretrainedLoader:
         if self.finetune == "scratch" or self.report is not None:
             return
         net = _unwrap(self.network)
-        self.report = load_pretrained(net, self.pretrained, prefix_map=self.prefix_map, min_loaded=self.min_loaded)
-        logger.info(f"fine-tuning ({self.finetune}) from {self.pretrained}: {self.report.num_loaded} tensors loaded.")
+        self.report = load_pretrained(
+            net,
+            self.pretrained,
+            prefix_map=self.prefix_map,
+            min_loaded=self.min_loaded,
+            include_prefixes=self.include_prefixes,
+            repeat_input_channels=self.repeat_input_channels,
+        )
+        encoder = [k for k in net.state_dict() if k.startswith(self.encoder_prefix)]
+        encoder_loaded = len(set(encoder) & set(self.report.loaded))
+        logger.info(
+            f"fine-tuning ({self.finetune}) from {self.pretrained}: {self.report.num_loaded} tensors loaded, "
+            f"{encoder_loaded} of the {len(encoder)} encoder tensors ({self.encoder_prefix}*)."
+        )
         if self.finetune == "frozen_encoder":
             frozen = [name for name, p in net.named_parameters() if name.startswith(self.encoder_prefix)]
             if not frozen:

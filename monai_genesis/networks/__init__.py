@@ -3,7 +3,7 @@
 from monai_genesis.networks.classifier import GenesisClassifier
 from monai_genesis.networks.genesis_unet import GENESIS_NORMS, GenesisEncoder, GenesisUNet, GenesisUpBlock, genesis_norm
 from monai_genesis.networks.layers import EncoderFeatures, GenesisBatchNorm, NetWithActivation, make_activation
-from monai_genesis.networks.resenc import RESENC_PRESETS, MaskedInstanceNorm, ResEncoder, ResEncUNet
+from monai_genesis.networks.resenc import RESENC_PRESETS, MaskedInstanceNorm, ResEncClassifier, ResEncoder, ResEncUNet
 from monai_genesis.networks.resnet import ResNet18Classifier, ResNet18Encoder, ResNetUNet
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "make_activation",
     "MaskedInstanceNorm",
     "RESENC_PRESETS",
+    "ResEncClassifier",
     "ResEncoder",
     "ResEncUNet",
 ]

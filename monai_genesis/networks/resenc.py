@@ -35,7 +35,7 @@ from torch import nn
 
 from monai_genesis.networks.layers import make_activation
 
-__all__ = ["MaskedInstanceNorm", "ResidualBlock", "ResEncoder", "ResEncUNet", "RESENC_PRESETS"]
+__all__ = ["MaskedInstanceNorm", "ResidualBlock", "ResEncClassifier", "ResEncoder", "ResEncUNet", "RESENC_PRESETS"]
 
 # nnU-Net's ResEnc M and L planners give the same 6-stage network for a 160³ patch: they differ in the GPU memory
 # they plan for, hence in patch and batch size, not in the layers; "cpu" is a narrow width for tests and CPU runs
@@ -423,3 +423,49 @@ class ResEncUNet(nn.Module):
         for stage, skip in zip(self.decoder, reversed(skips)):
             y = stage(y, skip)
         return self.out_act(self.out(y))
+
+
+class ResEncClassifier(nn.Module):
+    """The ResEnc encoder with a classification head: encoder -> global average pooling -> linear layer.
+
+    ``encoder`` is the :py:class:`ResEncoder` of :py:class:`ResEncUNet` with the same parameter names
+    (``encoder.*``), so the stem and encoder of a pretrained ``ResEncUNet`` (``mae_pretrain``) load by name with
+    ``monai_genesis.weights.load_pretrained``. The input sides must leave more than one voxel at the bottleneck
+    (instance norm): at least twice the product of the strides, e.g. 64 for ResEnc-L. The outputs are logits.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        num_classes: number of outputs.
+        features: output channels of each stage.
+        blocks_per_stage: residual blocks of each stage.
+        strides: stride of each stage, an int or one per axis.
+        kernel_size: kernel of the convolutions: an int, or one int or per-axis tuple per stage.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        num_classes: int = 1,
+        features: Sequence[int] = (32, 64, 128, 256, 320, 320),
+        blocks_per_stage: Sequence[int] = (1, 3, 4, 6, 6, 6),
+        strides: Sequence[int | Sequence[int]] = (1, 2, 2, 2, 2, 2),
+        kernel_size: int | Sequence = 3,
+    ) -> None:
+        super().__init__()
+        features = list(features)
+        n = len(features)
+        if len(list(blocks_per_stage)) != n:
+            raise ValueError(f"blocks_per_stage needs one count per stage ({n}), got {list(blocks_per_stage)}.")
+        self.encoder = ResEncoder(
+            spatial_dims, in_channels, features, blocks_per_stage, _per_stage(strides, n, "strides"),
+            _per_stage(kernel_size, n, "kernel_size"),
+        )
+        self.pool = Pool["adaptiveavg", spatial_dims](1)
+        self.head = nn.Linear(features[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits ``(B, num_classes)`` of ``x`` ``(B, C, *spatial)``."""
+        bottleneck, _ = self.encoder(x)
+        return self.head(torch.flatten(self.pool(bottleneck), 1))
