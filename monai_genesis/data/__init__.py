@@ -11,6 +11,7 @@ import warnings
 from monai_genesis.data.cubes import CubeDataset
 from monai_genesis.data.datalists import (
     classification_datalist,
+    natural_datalist,
     pretrain_datalist,
     segmentation_datalist,
     split_datalist,
@@ -59,6 +60,7 @@ __all__ = [
     "load_image_folder",
     "load_medmnist",
     "load_natural_npz",
+    "natural_datalist",
     "load_store_index",
     "nodule_patch_phantom",
     "open_store_volume",

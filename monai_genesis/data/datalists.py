@@ -12,10 +12,12 @@ from monai.data import load_decathlon_datalist
 from monai_genesis.data.discovery import check_datalist, find_volumes
 from monai_genesis.transforms.intensity import INTENSITY_KEY
 from monai_genesis.data.medmnist import load_medmnist
+from monai_genesis.data.natural import load_image_folder, load_natural_npz, synthetic_natural_images
 from monai_genesis.data.phantoms import write_ct_phantoms, write_nodule_patch_phantoms
 
 __all__ = [
     "classification_datalist",
+    "natural_datalist",
     "pretrain_datalist",
     "segmentation_datalist",
     "split_datalist",
@@ -342,4 +344,128 @@ def _stratified_split(items: list, val_fraction: float, seed: int) -> dict[str, 
         split = split_datalist(members, val_fraction, seed) if len(members) > 1 else {"training": members, "validation": []}
         parts["training"] += split["training"]
         parts["validation"] += split["validation"]
+    return parts
+
+
+def _named_photos(items: list[dict], source: str) -> list[dict]:
+    """In-memory photos as ``MetaTensor`` whose ``filename_or_obj`` reads ``SOURCE[index]``, to trace outputs back."""
+    import torch
+    from monai.data import MetaTensor
+
+    return [
+        {"image": MetaTensor(torch.as_tensor(item["image"]), meta={"filename_or_obj": f"{source}[{i}]"}),
+         "label": int(item["label"])}
+        for i, item in enumerate(items)
+    ]
+
+
+def _check_class_count(parts: dict[str, list], num_classes: int, source: str) -> None:
+    """Refuse labels outside ``[0, num_classes)``; warn when the data uses fewer classes than the network has."""
+    labels = {int(item["label"]) for part in parts.values() for item in part}
+    bad = sorted(lab for lab in labels if not 0 <= lab < num_classes)
+    if bad:
+        raise ValueError(
+            f"{source}: label {bad[0]} is outside [0, {num_classes}) for num_classes={num_classes}; pass "
+            f"--num_classes {max(labels) + 1} (the number of classes of the data)."
+        )
+    if len(labels) < num_classes:
+        logger.warning(f"{source}: the labels use {len(labels)} of the network's num_classes={num_classes} classes.")
+
+
+def natural_datalist(
+    dataset_dir: str | None,
+    natural_npz: str | None = None,
+    num_classes: int = 4,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    synthetic_per_class: int = 48,
+    synthetic_size: int = 32,
+) -> dict[str, list]:
+    """Training, validation and test lists of labelled 2D photos ``{"image", "label": int}`` for CSPR pretraining.
+
+    Args:
+        dataset_dir: a folder of photos in the one-folder-per-class layout (``DIR/<class>/<image>``, PNG or JPEG),
+            or holding ``train/`` (and optionally ``val/``, ``test/``) folders of that layout, as ImageNet is
+            distributed. Class names are numbered in sorted order of the training folder. Images stay paths, read
+            by :py:class:`monai_genesis.transforms.LoadPhotod`.
+        natural_npz: a ``.npz`` file with ``train_images`` / ``train_labels`` (and ``val_*``, ``test_*``), as the
+            CIFAR-10 and Tiny-ImageNet subsets; used when named (it takes precedence over ``dataset_dir``).
+        num_classes: the network's number of classes; every label must be below it, and a class folder layout must
+            have exactly this many classes.
+        val_fraction: fraction of each class of the training images held out for validation when the data has no
+            validation part.
+        seed: seed of that split and of the synthetic images.
+        synthetic_per_class: training images per class of the synthetic images used when no data is named
+            (a quarter as many test images, ``num_classes`` from 2 to 6).
+        synthetic_size: side of the synthetic images.
+
+    Returns:
+        ``{"training": [...], "validation": [...], "test": [...]}``; ``"test"`` falls back to ``"validation"``.
+        In-memory photos are ``(H, W, 3)`` uint8 ``MetaTensor`` named ``FILE#split[index]``.
+
+    Raises:
+        ValueError: for a missing folder or file, a folder with fewer than 2 classes or another number of classes
+            than ``num_classes``, an unreadable image (named), or a label outside ``[0, num_classes)``.
+    """
+    num_classes = int(num_classes)
+
+    def from_npz(path):
+        splits, _ = load_natural_npz(path, num_classes)
+        parts = {
+            name: _named_photos(splits.get(split, []), f"{path}#{split}")
+            for name, split in (("training", "train"), ("validation", "val"), ("test", "test"))
+        }
+        return parts, f"natural image file {path}"
+
+    def read_folder(folder, classes=None):
+        items, names = load_image_folder(folder, classes)
+        if classes is None and len(names) != num_classes:
+            raise ValueError(
+                f"image folder {folder} holds {len(names)} classes ({', '.join(names[:5])}"
+                f"{' ...' if len(names) > 5 else ''}), the network num_classes={num_classes}; pass "
+                f"--num_classes {len(names)}."
+            )
+        return items, names
+
+    def from_folder(folder):
+        train_dir = os.path.join(folder, "train")
+        if not os.path.isdir(train_dir):
+            return {"training": read_folder(folder)[0], "validation": [], "test": []}, f"image folder {folder}"
+        training, names = read_folder(train_dir)
+        parts = {"training": training}
+        for name, sub in (("validation", "val"), ("test", "test")):
+            sub_dir = os.path.join(folder, sub)
+            parts[name] = read_folder(sub_dir, names)[0] if os.path.isdir(sub_dir) else []
+        return parts, f"image folder {folder}"
+
+    def from_synthetic():
+        if not 2 <= num_classes <= 6:
+            raise ValueError(
+                f"no data named and num_classes={num_classes}: the synthetic images have 2 to 6 classes. Name your "
+                "photos with --dataset_dir DIR or --natural_npz FILE, or pass --num_classes 4."
+            )
+        splits, _ = synthetic_natural_images(
+            num_classes, synthetic_per_class, max(1, synthetic_per_class // 4), synthetic_size, seed=seed
+        )
+        parts = {"training": _named_photos(splits["train"], "synthetic#train"), "validation": [],
+                 "test": _named_photos(splits["test"], "synthetic#test")}
+        logger.warning(
+            f"no data named: running on {len(parts['training'])} synthetic labelled images of {num_classes} "
+            f"classes ({synthetic_size}x{synthetic_size}), not on your photos. Name your data with "
+            "--dataset_dir DIR or --natural_npz FILE."
+        )
+        return parts, "the synthetic images"
+
+    parts, source = _from_source(natural_npz, dataset_dir, from_npz, from_folder, from_synthetic)
+    if not parts["training"]:
+        raise ValueError(f"{source} has no training images.")
+    _check_class_count(parts, num_classes, source)
+    if not parts["validation"]:
+        parts.update(_stratified_split(parts["training"], val_fraction, seed))
+    if not parts["test"]:
+        parts["test"] = parts["validation"]
+    logger.info(
+        f"{source}: {len(parts['training'])} training, {len(parts['validation'])} validation and "
+        f"{len(parts['test'])} test images of {num_classes} classes."
+    )
     return parts

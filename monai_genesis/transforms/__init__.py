@@ -48,6 +48,7 @@ from .intensity import (
     intensity_transform,
 )
 from .loading import CheckLabelValues, CheckLabelValuesd, ClassTarget, ClassTargetd, LoadVolume, LoadVolumed
+from .photo import LoadPhoto, LoadPhotod, LoadPhotoD, LoadPhotoDict
 from .masking import RandBlockMask, RandBlockMaskd, RandBlockMaskD, RandBlockMaskDict
 from .variable_dimension import (
     RandChannelShuffle,
@@ -61,6 +62,10 @@ from .variable_dimension import (
 )
 
 __all__ = [
+    "LoadPhoto",
+    "LoadPhotod",
+    "LoadPhotoD",
+    "LoadPhotoDict",
     "class_postprocessing",
     "class_probabilities",
     "RandChannelShuffle",
