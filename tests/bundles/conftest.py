@@ -23,3 +23,9 @@ def segmentation_run(tmp_path_factory):
 def classification_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("classification")
     return root, run_workflow("genesis_classification", "train", root)
+
+
+@pytest.fixture(scope="session")
+def cspr_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cspr")
+    return root, run_workflow("cspr_pretrain", "train", root)

@@ -10,7 +10,7 @@ from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
 from tests.bundles.workflows import BUNDLES, TINY, config
 
 SCHEMA = Path(__file__).with_name("metadata_schema.json")
-NAMES = ["genesis_pretrain", "genesis_segmentation", "genesis_classification"]
+NAMES = ["genesis_pretrain", "genesis_segmentation", "genesis_classification", "cspr_pretrain"]
 MODEL_ZOO_FILES = [
     "LICENSE",
     "configs/metadata.json",

@@ -8,7 +8,7 @@ import torch
 from tests.bundles.workflows import QUICK, TINY, config, make_workflow, root_cause, run_workflow
 from tests.packaging.helpers import run_cli
 
-TRAINING_BUNDLES = ("genesis_pretrain", "genesis_segmentation", "genesis_classification", "mae_pretrain")
+TRAINING_BUNDLES = ("genesis_pretrain", "genesis_segmentation", "genesis_classification", "mae_pretrain", "cspr_pretrain")
 
 
 def _snapshot(root):

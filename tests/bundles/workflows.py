@@ -22,6 +22,7 @@ TINY = {
         "batch_size": 2,
         "sw_batch_size": 8,
         "num_workers": 0,
+        "restoration_interval": 1,
     },
     "genesis_segmentation": {
         "genesis_features": 2,
@@ -55,6 +56,15 @@ TINY = {
         "batch_size": 2,
         "sw_batch_size": 8,
         "num_workers": 0,
+    },
+    "cspr_pretrain": {
+        "num_classes": 2,
+        "synthetic_per_class": 8,
+        "synthetic_size": 16,
+        "image_size": 16,
+        "batch_size": 4,
+        "num_workers": 0,
+        "epochs": 1,
     },
 }
 

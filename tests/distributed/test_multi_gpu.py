@@ -8,7 +8,7 @@ from monai_genesis.networks import GenesisUNet
 from monai_genesis.weights import save_official_checkpoint
 from tests.packaging.helpers import run_cli
 
-TRAINING_BUNDLES = ("genesis_pretrain", "genesis_segmentation", "genesis_classification", "mae_pretrain")
+TRAINING_BUNDLES = ("genesis_pretrain", "genesis_segmentation", "genesis_classification", "mae_pretrain", "cspr_pretrain")
 # handlers that write logs or images; every other handler takes part in the training on all ranks (checkpoint
 # savers too: ignite's DiskSaver writes on rank 0 only, so that every rank keeps the same best-model record)
 LOGGING_OR_SAVING = {
