@@ -17,6 +17,7 @@ LOGGING_OR_SAVING = {
     "TensorBoardStatsHandler",
     "RestorationImageHandler",
     "RestorationPNGSaver",
+    "SliceRestorationSaver",
     "MaskedReconstructionPNGSaver",
 }
 RANK_ZERO_ONLY = "@not_rank_zero"
