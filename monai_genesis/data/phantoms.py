@@ -113,8 +113,9 @@ def ct_phantom(
         vessel = _tube(coords, start, end, rng.uniform(0.02, 0.045)) & lungs
         image[vessel] = VESSEL_HU + rng.normal(0.0, 10.0)
 
-    spine = _tube(coords, (0.0, body_radii[1] - 0.2, -1.0), (0.0, body_radii[1] - 0.2, 1.0), 0.11)
-    sternum = _tube(coords, (0.0, -body_radii[1] + 0.1, -1.0), (0.0, -body_radii[1] + 0.1, 1.0), 0.05)
+    # RAS voxel axes: the spine lies posterior (-y), the sternum anterior (+y)
+    spine = _tube(coords, (0.0, -body_radii[1] + 0.2, -1.0), (0.0, -body_radii[1] + 0.2, 1.0), 0.11)
+    sternum = _tube(coords, (0.0, body_radii[1] - 0.1, -1.0), (0.0, body_radii[1] - 0.1, 1.0), 0.05)
     image[(spine | sternum) & body] = BONE_HU
 
     count = int(rng.integers(1, 5)) if num_nodules is None else int(num_nodules)

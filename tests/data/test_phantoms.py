@@ -67,3 +67,14 @@ def test_write_nodule_patches_alternate_labels(tmp_path):
     items = write_nodule_patch_phantoms(str(tmp_path), num_volumes=4, shape=(16, 16, 16))
     assert [i["label"] for i in items] == [0, 1, 0, 1]
     assert nib.load(items[3]["image"]).shape == (16, 16, 16)
+
+
+def test_phantom_anatomy_lies_in_ras():
+    """Written with a diagonal RAS affine, the spine is posterior (low y) and the sternum anterior (high y)."""
+    image, _ = ct_phantom((64, 64, 32), seed=0)
+    bone = image > 500
+    ys = np.nonzero(bone)[1]
+    centre = image.shape[1] / 2
+    posterior, anterior = ys[ys < centre], ys[ys >= centre]
+    # the spine (radius 0.11) holds far more bone than the sternum (radius 0.05)
+    assert len(posterior) > 2 * len(anterior) > 0
