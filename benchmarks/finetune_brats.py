@@ -22,7 +22,14 @@ Initialisations:
   ``../shared/data`` (chest and abdominal CT, abdominal and brain MRI, and the FLAIR and T1c of the training
   patients; no labels, and never the validation patients), all resampled and scaled the same way;
 - ``genesis_chest_ct``: the released Genesis Chest CT weights, when ``--genesis-chest-ct`` names the file (or
-  ``bundles/genesis_chest_ct/models/Genesis_Chest_CT.pt`` exists); it needs ``--features 32``.
+  ``bundles/genesis_chest_ct/models/Genesis_Chest_CT.pt`` exists); it needs ``--features 32``;
+- ``scratch_resenc``: random weights of the Residual Encoder U-Net (``configs/networks/resenc_l.json`` at
+  ``--resenc-features``, strides that fit the patch);
+- ``mae_resenc``: the encoder and stem of an ``mae_pretrain`` run of that ResEnc network on the same unlabelled
+  volumes (masked image modelling), the decoder fresh;
+- ``genesis_resenc``: the encoder and stem of a ``genesis_pretrain`` run of the same ResEnc network on the same
+  volumes, transferred like the MAE arm, so that it differs from ``mae_resenc`` only in the pretext task and from
+  ``genesis_real`` in the network.
 
 Training, validation, metrics and the transfer of weights are the bundles' own (``ConfigWorkflow`` of
 ``bundles/genesis_segmentation/configs/train.json`` with overrides: the datalist, sizes, ``out_channels`` 2,
@@ -48,7 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import common
 
 BUNDLE = "genesis_segmentation"
-INITS = ("scratch", "genesis_real", "genesis_chest_ct")
+INITS = ("scratch", "genesis_real", "genesis_chest_ct", "scratch_resenc", "mae_resenc", "genesis_resenc")
+RESENC_INITS = ("scratch_resenc", "mae_resenc", "genesis_resenc")
+RESENC_PRESET = common.REPO / "configs" / "networks" / "resenc_l.json"
 BRATS = common.SHARED_DATA / "brats2013"
 RELEASED = common.BUNDLES / "genesis_chest_ct" / "models" / "Genesis_Chest_CT.pt"
 PRESETS = {
@@ -56,16 +65,19 @@ PRESETS = {
         "threads": 1, "features": 2, "patch_size": [16, 16, 16], "spacing": [4.0, 4.0, 4.0], "patches_per_case": 4,
         "batch_size": 2, "steps": 2, "learning_rate": 1e-3, "seeds": [0], "fractions": [0.5, 1.0],
         "pretrain_epochs": 1, "pretrain_cubes": 2, "pretrain_batch": 2, "sw_batch_size": 4,
+        "resenc_features": [2, 4, 4, 4, 4, 4], "mask_block_size": 8,
     },
     "reduced": {
         "threads": 1, "features": 4, "patch_size": [32, 32, 16], "spacing": [2.0, 2.0, 2.0], "patches_per_case": 32,
         "batch_size": 4, "steps": 300, "learning_rate": 1e-3, "seeds": [0, 1, 2, 3, 4], "fractions": [0.25, 0.5, 1.0],
         "pretrain_epochs": 30, "pretrain_cubes": 12, "pretrain_batch": 6, "sw_batch_size": 4,
+        "resenc_features": [4, 8, 16, 32, 32, 32], "mask_block_size": 8,
     },
     "full": {
         "threads": 0, "features": 32, "patch_size": [64, 64, 32], "spacing": None, "patches_per_case": 64,
         "batch_size": 4, "steps": 250, "learning_rate": 1e-3, "seeds": [0, 1, 2], "fractions": [0.25, 0.5, 1.0],
         "pretrain_epochs": 30, "pretrain_cubes": 16, "pretrain_batch": 6, "sw_batch_size": 16,
+        "resenc_features": [32, 64, 128, 256, 320, 320], "mask_block_size": 16,
     },
 }
 # unlabelled volumes of ../shared/data for the pretraining, with the intensity setting of each
@@ -234,7 +246,7 @@ def prepare_data(args, work: Path) -> dict:
         args.patch_size, args.patches_per_case, work / "patches", seed=args.pool_seed,
     )
     pretrain = []
-    if "genesis_real" in args.inits and not args.pretrained_checkpoint:
+    if ("genesis_real" in args.inits and not args.pretrained_checkpoint) or {"mae_resenc", "genesis_resenc"} & set(args.inits):
         sources = pretrain_sources(args, train_cases)
         for i, (path, intensity, mask) in enumerate(sources):
             d = prepare_case(path, None, mask, args.spacing, intensity=intensity)
@@ -272,7 +284,57 @@ def pretrain_sources(args, train_cases: list[dict]) -> list[tuple[str, str, str 
     return sources
 
 
-def finetune(args, device, work: Path, run_name: str, datalist: Path, pretrained: str, seed: int, num_patches: int) -> dict:
+def resenc_strides(patch_size) -> list:
+    """Strides of the 6 ResEnc stages for ``patch_size``: 2 on an axis while the bottleneck keeps at least 2 voxels.
+
+    Instance norm needs more than one voxel, so a 32×32×16 patch gets ``[1, 2, 2, 2, [2, 2, 1], 1]`` (the
+    bottleneck is 2×2×2); the weights do not depend on the strides, so pretraining and fine-tuning may differ.
+    """
+    halvings = [max(0, min(5, int(math.log2(side // 2)))) for side in patch_size]
+    strides = [1] + [[2 if stage < h else 1 for h in halvings] for stage in range(5)]
+    return [s if isinstance(s, int) or len(set(s)) > 1 else s[0] for s in strides]
+
+
+def resenc_overrides(args) -> dict:
+    """Config ids of the ResEnc network of the benchmark (``configs/networks/resenc_l.json`` reads them)."""
+    return {"resenc_features": list(args.resenc_features), "resenc_strides": resenc_strides(args.patch_size)}
+
+
+def pretrain_resenc(args, device, work: Path, bundle: str, volumes: Path) -> dict:
+    """Pretrain the benchmark's ResEnc network with ``mae_pretrain`` or ``genesis_pretrain`` on ``volumes``."""
+    clock = common.Stopwatch()
+    root = work / f"pretrain_{bundle}"
+    shutil.rmtree(root, ignore_errors=True)
+    overrides = {
+        "device": common.device_override(device), "dataset_dir": str(volumes), "intensity": "minmax", "seed": 0,
+        "epochs": args.pretrain_epochs, "patch_size": list(args.patch_size), "cubes_per_volume": args.pretrain_cubes,
+        "val_cubes_per_volume": max(2, args.pretrain_cubes // 2), "batch_size": args.pretrain_batch,
+        "num_workers": args.workers, "val_fraction": 0.2, **resenc_overrides(args),
+    }
+    extra = []
+    if bundle == "mae_pretrain":
+        overrides.update(mask_block_size=args.mask_block_size)
+        overrides.update({"train#volumes#progress": False, "validate#dataset#progress": False})
+    else:
+        # nnssl's Genesis on ResEnc: SGD 1e-2 (the GenesisUNet's 1.0 is far too large for this network)
+        overrides["learning_rate"] = 0.01
+        extra = [str(RESENC_PRESET)]
+    if not args.verbose:
+        overrides["train#handlers"] = common.train_handlers_without_progress(bundle)
+    workflow = common.bundle_workflow(bundle, root, extra, **overrides)
+    workflow.run()
+    evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    workflow.finalize()
+    models = root / "models"
+    checkpoint = models / "model.pt" if (models / "model.pt").is_file() else models / "model_final.pt"
+    return {"checkpoint": str(checkpoint), "best_val_metric": float(evaluator.state.best_metric),
+            "metric": next(iter(evaluator.state.metrics), ""), "epochs_run": int(trainer.state.epoch),
+            "seconds": clock()}
+
+
+def finetune(args, device, work: Path, run_name: str, datalist: Path, pretrained: str, seed: int, num_patches: int,
+             init: str = "scratch") -> dict:
     """One fine-tuning run of the segmentation bundle; returns the validation Dice and IoU of its final network."""
     iters_per_epoch = math.ceil(num_patches / args.batch_size)
     epochs = max(1, math.ceil(args.steps / iters_per_epoch))
@@ -304,8 +366,13 @@ def finetune(args, device, work: Path, run_name: str, datalist: Path, pretrained
         overrides["genesis_norm"] = args.norm
     if not args.verbose:
         overrides["train#handlers"] = common.train_handlers_without_progress(BUNDLE)
+    extra = []
+    if init in RESENC_INITS:
+        # the pretrained arms of the ResEnc network transfer the stem and encoder only (Wald et al.), the decoder fresh
+        overrides.update(resenc_overrides(args), pretrained_prefixes=["encoder."], repeat_input_channels=True)
+        extra = [str(RESENC_PRESET)]
     clock = common.Stopwatch()
-    workflow = common.bundle_workflow(BUNDLE, work / "runs" / run_name, **overrides)
+    workflow = common.bundle_workflow(BUNDLE, work / "runs" / run_name, extra, **overrides)
     workflow.run()
     trainer = workflow.parser.get_parsed_content("train#trainer")
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
@@ -343,7 +410,9 @@ def summary_rows(runs: list[dict], inits: list[str], fractions: list[float]) -> 
 
 
 LABELS = {"scratch": "scratch", "genesis_real": "Genesis, pretrained here (genesis_pretrain, no labels)",
-          "genesis_chest_ct": "Genesis Chest CT (released)"}
+          "genesis_chest_ct": "Genesis Chest CT (released)", "scratch_resenc": "ResEnc, scratch",
+          "mae_resenc": "ResEnc, MAE pretrained here (mae_pretrain, no labels)",
+          "genesis_resenc": "ResEnc, Genesis pretrained here (genesis_pretrain, no labels)"}
 
 
 def table(rows: list[dict]) -> str:
@@ -378,6 +447,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fractions", nargs="+", type=float, help="shares of the training-patch pool")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (network init, patch choice, order)")
     parser.add_argument("--features", type=int, help="U-Net width (32 = released network)")
+    parser.add_argument("--resenc-features", type=int, nargs=6, help="widths of the 6 ResEnc stages (ResEnc arms)")
+    parser.add_argument("--mask-block-size", type=int, help="block side of the MAE masking (mae_resenc)")
     parser.add_argument("--patch-size", type=int, nargs=3, help="patch size, sides divisible by 8")
     parser.add_argument("--spacing", type=float, nargs=3, help="resample to this spacing in mm")
     parser.add_argument("--native-spacing", action="store_true", help="keep the volumes' own spacing")
@@ -456,6 +527,15 @@ def main(argv=None) -> dict:
                 pretraining["volumes"] = [Path(p).name for p in data["pretrain_volumes"]]
                 checkpoints["genesis_real"] = pretraining["checkpoint"]
                 logger.info(f"  best validation MSE {pretraining['best_val_mse']:.5f} ({pretraining['seconds']:.0f} s)")
+        pretraining_resenc = {}
+        for init, bundle in (("mae_resenc", "mae_pretrain"), ("genesis_resenc", "genesis_pretrain")):
+            if init in inits:
+                logger.info(f"{bundle} of the ResEnc network on {len(data['pretrain_volumes'])} volumes ...")
+                pretraining_resenc[init] = pretrain_resenc(args, device, work, bundle, work / "pretrain")
+                checkpoints[init] = pretraining_resenc[init]["checkpoint"]
+                logger.info(f"  best {pretraining_resenc[init]['metric']} {pretraining_resenc[init]['best_val_metric']:.5f} "
+                            f"({pretraining_resenc[init]['seconds']:.0f} s)")
+        checkpoints.setdefault("scratch_resenc", "")
         runs = []
         for fraction in args.fractions:
             for seed in args.seeds:
@@ -469,7 +549,7 @@ def main(argv=None) -> dict:
                 }))
                 for init in inits:
                     name = f"{init}_{fraction:g}_{seed}"
-                    result = finetune(args, device, work, name, listing, checkpoints[init], seed, len(chosen))
+                    result = finetune(args, device, work, name, listing, checkpoints[init], seed, len(chosen), init)
                     result.update(init=init, fraction=fraction, seed=seed, patches=len(chosen))
                     runs.append(result)
                     logger.info(f"{name}: Dice {result['dice']:.3f}, IoU {result['iou']:.3f} ({result['seconds']:.0f} s)")
@@ -487,6 +567,14 @@ def main(argv=None) -> dict:
                 f" Genesis pretraining: {len(data['pretrain_volumes'])} unlabelled volumes, {pretraining['epochs_run']} epochs, "
                 f"best restoration MSE {pretraining['best_val_mse']:.4f}."
             )
+        if set(RESENC_INITS) & set(inits):
+            text += (
+                f" ResEnc arms: ResEncUNet features {list(args.resenc_features)}, strides {resenc_strides(args.patch_size)}, "
+                "stem and encoder transferred, decoder fresh."
+            )
+        for init, record in pretraining_resenc.items():
+            text += (f" {LABELS[init]}: {record['epochs_run']} epochs, best {record['metric']} "
+                     f"{record['best_val_metric']:.4f}.")
         if notes:
             text += "\n\n" + "\n".join(f"Note: {n}" for n in notes)
         payload = {
@@ -513,6 +601,9 @@ def main(argv=None) -> dict:
                 "metric": "Dice and IoU of the tumour on the whole validation volumes, final network, no model selection",
             },
             "pretraining": pretraining,
+            "pretraining_resenc": pretraining_resenc,
+            "resenc": {"features": list(args.resenc_features), "strides": resenc_strides(args.patch_size),
+                       "mask_block_size": args.mask_block_size},
             "notes": notes,
             "summary": rows,
             "runs": runs,
