@@ -219,3 +219,12 @@ def test_quick_settings_fit_the_resenc_network():
     assert tuple(out.shape) == (2, 1, *quick["patch_size"])
     assert all(side % quick["mask_block_size"] == 0 for side in quick["patch_size"])
     assert REPO.joinpath("configs", "quick.json").is_file()
+
+
+def test_sparse_s3d_variant_gets_the_mask(tmp_path):
+    workflow = run_workflow(BUNDLE, "train", tmp_path, epochs=1, resenc_sparse=True,
+                            **{"train#prepare_batch#mask_kwarg": "mask", "validate#prepare_batch#mask_kwarg": "mask"})
+    network = workflow.parser.get_parsed_content("network")
+    assert network.sparse and len(network.densify) == 6
+    assert np.isfinite(workflow.evaluator.state.metrics["val_masked_mse"])
+    assert any(k.startswith("densify.") for k in torch.load(tmp_path / "models" / "model.pt", weights_only=True))
