@@ -1,7 +1,8 @@
 """AdrenalMNIST3D classification with ``genesis_classification``: scratch vs Genesis-pretrained, AUC and accuracy.
 
     python benchmarks/finetune_adrenal.py [--setting smoke|reduced|full] [--device cpu|cuda]
-        [--npz adrenalmnist3d_trainval.npz | --datalist JSON] [--inits scratch genesis]
+        [--npz adrenalmnist3d_trainval.npz | --datalist JSON] [--inits scratch genesis resnet18_scratch cspr]
+        [--cspr-checkpoint bundles/cspr_pretrain/models/model.pt]
         [--seeds 0 1 2] [--features F] [--epochs N] [--pretrain-epochs N] [--norm batch|genesis|instance]
         [--results DIR]
 
@@ -12,7 +13,11 @@ at 0.5, the bundle's ``ROCAUC`` and ``ConfusionMatrix`` handlers):
 
 - ``scratch``: random weights;
 - ``genesis``: the encoder of a ``genesis_pretrain`` run on the training images alone, without their labels
-  (90% for training, 10% for the restoration validation), transferred through the bundle's ``pretrained``.
+  (90% for training, 10% for the restoration validation), transferred through the bundle's ``pretrained``;
+- ``resnet18_scratch`` and ``cspr``: the 3D ResNet-18 of CSPR (``configs/networks/resnet18.json``, depth stride on)
+  from random weights, or with the encoder of a ``cspr_pretrain`` checkpoint (``--cspr-checkpoint``, pretrained
+  with labels on 2D photos). These two arms validate after every epoch and record the curve (``history``), the
+  data for ``benchmarks/plot_learning_curves.py``.
 
 The published MedMNIST v2 figures (ResNet-50+3D, Yang et al., Scientific Data 2023) are for the official test
 split, which is not in these files: they are shown for orientation, not as a like-for-like comparison.
@@ -35,7 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import common
 
 BUNDLE = "genesis_classification"
-INITS = ("scratch", "genesis")
+INITS = ("scratch", "genesis", "resnet18_scratch", "cspr")
+# the arms that fine-tune CSPR's 3D ResNet-18 instead of the Genesis classifier
+RESNET_INITS = ("resnet18_scratch", "cspr")
+RESNET18_PRESET = common.REPO / "configs" / "networks" / "resnet18.json"
 DEFAULT_NPZ = common.SHARED_DATA / "medmnist" / "adrenalmnist3d_trainval.npz"
 PUBLISHED = {"model": "ResNet-50+3D (MedMNIST v2)", "auc": 0.828, "accuracy": 0.745, "split": "official test"}
 PRESETS = {
@@ -76,15 +84,20 @@ def pretrain_split(args) -> str:
     return f"$monai_genesis.data.split_datalist([{{'image': i['image']}} for i in ({split})['training']], 0.1, @seed)"
 
 
-def finetune(args, device, root: Path, pretrained: str, seed: int) -> dict:
-    """One run of the classification bundle; returns the validation AUC and accuracy of its final network."""
+def finetune(args, device, root: Path, pretrained: str, seed: int, init: str = "scratch") -> dict:
+    """One run of the classification bundle; returns the validation AUC and accuracy of its final network.
+
+    The ResNet-18 arms validate after every epoch and return the curve as ``history``; the Genesis arms validate
+    once at the end, as their published figures were made (a validation draws from torch's generator).
+    """
     size = [args.input_size] * 3
+    resnet = init in RESNET_INITS
     overrides = {
         **data_overrides(args),
         "device": common.device_override(device),
         "seed": seed,
         "epochs": args.epochs,
-        "val_interval": args.epochs,
+        "val_interval": 1 if resnet else args.epochs,
         "patch_size": size,
         "batch_size": args.batch_size,
         "num_workers": args.workers,
@@ -99,7 +112,16 @@ def finetune(args, device, root: Path, pretrained: str, seed: int) -> dict:
     if not args.verbose:
         overrides["train#handlers"] = common.train_handlers_without_progress(BUNDLE)
     clock = common.Stopwatch()
-    workflow = common.bundle_workflow(BUNDLE, root, **overrides)
+    workflow = common.bundle_workflow(BUNDLE, root, [str(RESNET18_PRESET)] if resnet else [], **overrides)
+    history: list[dict] = []
+    if resnet:
+        from ignite.engine import Events
+
+        def record(engine):
+            history.append({"epoch": len(history) + 1, "auc": float(engine.state.metrics["val_auc"]),
+                            "accuracy": float(engine.state.metrics["val_accuracy"])})
+
+        workflow.parser.get_parsed_content("validate#evaluator").add_event_handler(Events.COMPLETED, record)
     workflow.run()
     trainer = workflow.parser.get_parsed_content("train#trainer")
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
@@ -118,10 +140,17 @@ def finetune(args, device, root: Path, pretrained: str, seed: int) -> dict:
         "seconds": clock(),
         "tensors_loaded": loader.report.num_loaded if loader.report is not None else 0,
         "norm_layer": norm,
+        "network": type(workflow.parser.get_parsed_content("network")).__name__,
+        "history": history,
     }
 
 
-LABELS = {"scratch": "scratch", "genesis": "Genesis, pretrained on the training images (no labels)"}
+LABELS = {
+    "scratch": "scratch",
+    "genesis": "Genesis, pretrained on the training images (no labels)",
+    "resnet18_scratch": "ResNet-18, scratch",
+    "cspr": "ResNet-18, CSPR (cspr_pretrain on 2D photos, with labels)",
+}
 
 
 def table(rows: list[dict]) -> str:
@@ -138,6 +167,16 @@ def table(rows: list[dict]) -> str:
     )
 
 
+def network_words(args) -> str:
+    """The networks of the arms run, for the text under the table."""
+    words = []
+    if set(args.inits) - set(RESNET_INITS):
+        words.append(f"GenesisClassifier features {args.features}")
+    if set(args.inits) & set(RESNET_INITS):
+        words.append("ResNet18Classifier (configs/networks/resnet18.json, validated after every epoch)")
+    return " and ".join(words)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=common.SETTINGS, default="reduced", help="size preset")
@@ -146,6 +185,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--datalist", help="JSON with 'training' (and 'validation') lists of {'image', 'label'}")
     parser.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS))
     parser.add_argument("--pretrained-checkpoint", help="reuse this genesis_pretrain checkpoint instead of pretraining")
+    parser.add_argument("--cspr-checkpoint", help="the cspr_pretrain checkpoint (models/model.pt) of the cspr arm")
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--features", type=int, help="encoder width (32 = released network)")
     common.add_norm_argument(parser)
@@ -173,6 +213,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.datalist and not Path(args.npz).is_file():
         raise ValueError(f"--npz {args.npz} does not exist; pass a MedMNIST 3D .npz file or --datalist JSON.")
     args.npz = str(Path(args.npz).resolve())
+    if "cspr" in args.inits and not (args.cspr_checkpoint and Path(args.cspr_checkpoint).is_file()):
+        raise ValueError(
+            f"--inits cspr needs --cspr-checkpoint, the models/model.pt of a cspr_pretrain run (got "
+            f"{args.cspr_checkpoint!r}); train one with the command in bundles/cspr_pretrain/docs/README.md."
+        )
     return args
 
 
@@ -187,7 +232,9 @@ def main(argv=None) -> dict:
         shutil.rmtree(work / sub, ignore_errors=True)
     try:
         pretraining = None
-        checkpoints = {"scratch": ""}
+        checkpoints = {"scratch": "", "resnet18_scratch": ""}
+        if "cspr" in args.inits:
+            checkpoints["cspr"] = str(Path(args.cspr_checkpoint).resolve())
         if "genesis" in args.inits:
             if args.pretrained_checkpoint:
                 checkpoints["genesis"] = str(Path(args.pretrained_checkpoint).resolve())
@@ -206,7 +253,7 @@ def main(argv=None) -> dict:
         runs = []
         for seed in args.seeds:
             for init in args.inits:
-                result = finetune(args, device, work / "runs" / f"{init}_{seed}", checkpoints[init], seed)
+                result = finetune(args, device, work / "runs" / f"{init}_{seed}", checkpoints[init], seed, init)
                 result.update(init=init, seed=seed)
                 runs.append(result)
                 logger.info(f"{init} seed {seed}: AUC {result['auc']:.3f}, accuracy {result['accuracy']:.3f} "
@@ -222,7 +269,7 @@ def main(argv=None) -> dict:
         norm = common.run_norm(BUNDLE, args.norm)
         text += (
             "\n\nThe published figures are on the official test split (not in these files); this benchmark validates "
-            f"on the validation split. Setting {args.setting}: GenesisClassifier features {args.features} (norm {norm!r}), input "
+            f"on the validation split. Setting {args.setting}: {network_words(args)} (norm {norm!r}), input "
             f"{args.input_size}³, {args.epochs} epochs of batch {args.batch_size}, {args.device} with "
             f"{torch.get_num_threads()} torch threads; AUC and accuracy of the final network."
         )
@@ -246,6 +293,7 @@ def main(argv=None) -> dict:
                 "batch_size": args.batch_size,
                 "learning_rate": args.learning_rate,
                 "pretrain_epochs": args.pretrain_epochs,
+                "cspr_checkpoint": args.cspr_checkpoint,
                 "max_train": args.max_train,
                 "seeds": args.seeds,
                 "metric": "AUC and accuracy (threshold 0.5) on the validation split, final network, no model selection",
