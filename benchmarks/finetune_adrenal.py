@@ -183,7 +183,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--npz", default=str(DEFAULT_NPZ), help="MedMNIST 3D .npz with train and val splits")
     parser.add_argument("--datalist", help="JSON with 'training' (and 'validation') lists of {'image', 'label'}")
-    parser.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS))
+    parser.add_argument("--inits", nargs="+", choices=INITS, default=["scratch", "genesis"],
+                        help="arms to run (default: the Genesis comparison; the ResNet-18 arms need their own sizes)")
     parser.add_argument("--pretrained-checkpoint", help="reuse this genesis_pretrain checkpoint instead of pretraining")
     parser.add_argument("--cspr-checkpoint", help="the cspr_pretrain checkpoint (models/model.pt) of the cspr arm")
     parser.add_argument("--seeds", nargs="+", type=int)
