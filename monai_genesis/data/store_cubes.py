@@ -1,17 +1,31 @@
-"""Cubes cut lazily from a volume store: each cube reads only its own voxels from the memory-mapped volume, so the
-memory of a pretraining does not grow with the number of volumes.
+"""Cubes cut lazily from a volume store: each cube reads only its own voxels from the stored volume, so the memory of
+a pretraining does not grow with the number of volumes.
 
 ``StoreCubeDataset`` serves ``cubes_per_volume`` cubes of every stored volume per epoch, at positions drawn by
 ``monai_genesis.transforms.RandCubeSamples`` (the border rule and the lung-rich filter of the in-memory path), or, with
 ``fixed=True``, the same cubes every epoch as ``FixedCubeSamplesd`` cuts them (seeded by the source's file name), for
-validation. At most ``max_open`` volumes are mapped at a time per process: a mapped volume's pages that cubes touched
-count in the resident memory of the process until it is unmapped.
+validation.
+
+Reading. A cube is read with one ``os.preadv`` per channel and row of its first spatial axis (64 calls for a
+64×64×32 cube), straight from the ``.npy`` file into a buffer: nothing is memory-mapped, so the resident memory of a
+process never holds the pages of the volumes it read (a page-cache page touched through a map counts in the RSS of
+every process that mapped it), and the volumes need no re-mapping when a loader jumps between them. At most
+``max_open`` files stay open per process (opening one again costs a few microseconds).
+
+Loading batches fast. With ``collate_fn=collate_store_cubes`` (the bundles set it), ``DataLoader`` fetches a whole
+batch in one call (``__getitems__``) and a worker hands the batch to the main process as its stored uint16 voxels,
+written into a small pool of shared-memory buffers that the worker reuses: only the buffer's number crosses the
+process boundary, and the main process scales the voxels to float32 as it receives them (the scale and offset of each
+volume are in the store index). Moving a fresh float32 tensor per batch through shared memory, the default, cost more
+than reading the cubes. Without that ``collate_fn`` the dataset works as any other, one float32 item at a time.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -20,56 +34,376 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.data.utils import set_rnd
-from monai.transforms import Randomizable
-from monai.utils import MAX_SEED
+from monai.data.utils import list_data_collate, set_rnd
+from monai.transforms import Compose, Randomizable
+from monai.utils import MAX_SEED, TraceKeys
 
-from monai_genesis.data.store import load_store_index, open_store_volume, store_key
+from monai_genesis.data.store import load_store_index, store_key
 from monai_genesis.transforms.cubes import RandCubeSamples
 
-__all__ = ["StoreCubeDataset"]
+__all__ = ["StoreCubeBatch", "StoreCubeDataset", "collate_store_cubes"]
 
 logger = logging.getLogger(__name__)
 
 
-class _ScaledVolume:
-    """A stored volume seen as float32 intensities: indexing reads and scales only the indexed voxels.
+def _read_npy_header(f) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset of the ``.npy`` file ``f`` (a C-ordered array, as the store writes)."""
+    version = np.lib.format.read_magic(f)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = reader(f)
+    if fortran_order:
+        raise ValueError("the array is stored in Fortran order; the store writes C order")
+    return tuple(shape), np.dtype(dtype), f.tell()
 
-    A volume smaller than the cube along an axis is padded with zeros on both sides (as ``SpatialPadd``), in memory:
-    such a volume is small.
+
+class _StoredVolume:
+    """One stored volume: its geometry and scaling, and reads of its regions from an open file.
+
+    ``__getitem__`` gives float32 intensities (what ``RandCubeSamples`` filters on); ``read_into`` gives the stored
+    values, for the batched path. A volume smaller than the cube along an axis is padded with zeros on both sides (as
+    ``SpatialPadd``) and kept in memory as float32: such a volume is small.
     """
 
-    def __init__(self, stored: np.ndarray, record: Mapping[str, Any], cube_size: Sequence[int]) -> None:
+    def __init__(
+        self, record: Mapping[str, Any], cube_size: Sequence[int], fileno: Callable[[], int], data_offset: int
+    ) -> None:
+        self.record = record
+        self.fileno = fileno
+        self.data_offset = int(data_offset)
+        self.dtype = np.dtype(record["dtype"])
         self.scale = np.float32(record["scale"]) if record["dtype"] == "uint16" else None
         self.offset = np.float32(record["offset"])
-        spatial = stored.shape[1:]
+        self.stored_shape = tuple(int(s) for s in record["shape"])
+        spatial = self.stored_shape[1:]
         self.pad_before = tuple(max(c - s, 0) // 2 for s, c in zip(spatial, cube_size))
+        self.padded: np.ndarray | None = None
+        self.shape = self.stored_shape
+        self._last: tuple[tuple, np.ndarray] | None = None
+        self._scratch: tuple[np.ndarray, memoryview] | None = None
         if any(s < c for s, c in zip(spatial, cube_size)):
             widths = [(0, 0)] + [(b, max(c - s, 0) - b) for s, c, b in zip(spatial, cube_size, self.pad_before)]
-            stored = np.pad(self._scaled(np.asarray(stored)), widths)
-            self.scale, self.offset = None, np.float32(0.0)
-        self.stored = stored
-        self.shape = stored.shape
+            whole = tuple(slice(0, s) for s in self.stored_shape)
+            self.padded = np.pad(self.scaled(self._read(whole)), widths)
+            self.shape = self.padded.shape
 
-    def _scaled(self, values: np.ndarray) -> np.ndarray:
-        if self.scale is None:
-            return np.array(values, dtype=np.float32)
-        # one pass over the mapped voxels: read, convert and scale together
-        out = np.multiply(values, self.scale, dtype=np.float32)
-        if self.offset:
-            out += self.offset
+    @property
+    def raw_dtype(self) -> np.dtype:
+        """The dtype ``read_into`` writes: the stored one, or float32 for a padded volume."""
+        return np.dtype(np.float32) if self.padded is not None else self.dtype
+
+    def scaled(self, values: np.ndarray) -> np.ndarray:
+        out = np.array(values, dtype=np.float32)
+        if self.scale is not None:
+            _scale_in_place(out, self.scale, self.offset)
         return out
 
+    def _read(self, region: tuple[slice, ...], out: np.ndarray | None = None) -> np.ndarray:
+        """The stored values of ``region`` (slices of unit step within the stored shape), read from the file."""
+        bounds = [r.indices(s)[:2] for r, s in zip(region, self.stored_shape)]
+        if out is None:
+            out = np.empty([hi - lo for lo, hi in bounds], dtype=self.dtype)
+        (c0, c1), (x0, x1), *rest = bounds
+        inner = self.stored_shape[2:]
+        row = int(np.prod(inner, dtype=np.int64))
+        fd, size = self.fileno(), self.dtype.itemsize
+        full_inner = all(lo == 0 and hi == s for (lo, hi), s in zip(rest, inner))
+        if not rest or (full_inner and out.flags.c_contiguous):
+            # whole rows: one read per channel, straight into the output
+            for c in range(c0, c1):
+                self._pread(fd, out[c - c0], (c * self.stored_shape[1] + x0) * row * size)
+            return out
+        (y0, y1) = rest[0]
+        tail = int(np.prod(inner[1:], dtype=np.int64))
+        # rows y0..y1 of every x, whole along the last axes: one read per (channel, x) into a reused buffer, then
+        # the cut; the buffer (a few KiB) stays in the CPU cache
+        shape = (y1 - y0,) + tuple(inner[1:])
+        if self._scratch is None or self._scratch[0].shape != shape:
+            scratch = np.empty(shape, dtype=self.dtype)
+            self._scratch = (scratch, memoryview(scratch.reshape(-1).view(np.uint8)))
+        buffer, view = self._scratch
+        cut = (slice(None),) + tuple(slice(lo, hi) for lo, hi in rest[1:])
+        step = inner[0] * tail * size
+        for c in range(c0, c1):
+            position = self.data_offset + ((c * self.stored_shape[1] + x0) * inner[0] + y0) * tail * size
+            target = out[c - c0]
+            for x in range(x1 - x0):
+                if os.preadv(fd, [view], position) != buffer.nbytes:
+                    self._short()
+                target[x] = buffer[cut]
+                position += step
+        return out
+
+    def _pread(self, fd: int, out: np.ndarray, position: int) -> None:
+        if os.preadv(fd, [out.reshape(-1).view(np.uint8)], self.data_offset + position) != out.nbytes:
+            self._short()
+
+    def _short(self) -> None:
+        raise RuntimeError(
+            f"{self.record['file']} of the volume store is shorter than its index says (source "
+            f"{self.record['source']}); prepare the store again."
+        )
+
+    def _region(self, start: Sequence[int], size: Sequence[int]) -> tuple[slice, ...]:
+        return (slice(None),) + tuple(slice(s, s + c) for s, c in zip(start, size))
+
     def __getitem__(self, region) -> np.ndarray:
-        return self._scaled(self.stored[region])
+        """Float32 intensities of ``region`` (a tuple of unit-step slices)."""
+        if self.padded is not None:
+            return np.array(self.padded[region])
+        region = tuple(region) + (slice(None),) * (len(self.shape) - len(region))
+        key = tuple(r.indices(s)[:2] for r, s in zip(region, self.shape))
+        raw = self._read(region)
+        # the filter reads the cube it then keeps: remember the last read so the cube is not read twice
+        self._last = (key, raw)
+        return self.scaled(raw)
+
+    def read_into(self, start: Sequence[int], size: Sequence[int], out: np.ndarray) -> None:
+        """Write the cube at ``start`` (in the padded frame) into ``out``: stored values, or float32 when padded."""
+        region = self._region(start, size)
+        if self.padded is not None:
+            out[...] = self.padded[region]
+            return
+        key = tuple(r.indices(s)[:2] for r, s in zip(region, self.shape))
+        if self._last is not None and self._last[0] == key:
+            out[...] = self._last[1]
+            return
+        self._read(region, out)
+
+
+class StoreCubeBatch(Sequence):
+    """The cubes of one batch as read from the store: stored values, with the scale and geometry of each.
+
+    It is the sequence of the batch's items (``{"image": MetaTensor}``, made when asked for), so any ``collate_fn``
+    takes it; ``collate_store_cubes`` makes the float32 batch from the stored values directly.
+    """
+
+    def __init__(self, raw: np.ndarray, scales: np.ndarray | None, offsets: np.ndarray, affines: np.ndarray,
+                 sources: list[str], slot: int | None = None) -> None:
+        self.raw, self.scales, self.offsets, self.affines, self.sources = raw, scales, offsets, affines, sources
+        # the worker's shared buffer that ``raw`` lives in, until it is shipped to the receiving process
+        self.slot = slot
+        self._items: dict[int, dict] = {}
+
+    def __del__(self) -> None:
+        # collated by another collate_fn: the buffer was never shipped, so the worker takes it back
+        if self.slot is not None and _Pool.pid == os.getpid():
+            _release(self.slot)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        k = range(len(self))[k]
+        if k not in self._items:
+            image = _to_float(self.raw[k : k + 1], self.scales, self.offsets, first=k)[0]
+            self._items[k] = {"image": _meta_tensor(torch.from_numpy(image), self.affines[k], self.sources[k])}
+        return self._items[k]
+
+    def to_batch(self) -> dict[str, MetaTensor]:
+        """``{"image": MetaTensor}`` float32 ``(B, C, *cube)``, as ``list_data_collate`` makes of the items."""
+        return {"image": _batch_tensor(self.raw, self.scales, self.offsets, self.affines, self.sources)}
+
+
+def _to_float(raw: np.ndarray, scales, offsets, first: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+    """Float32 intensities of stored cubes ``raw`` (cube ``k`` is cube ``first + k`` of ``scales``/``offsets``)."""
+    if out is None:
+        out = np.empty(raw.shape, dtype=np.float32)
+    out[...] = raw
+    if scales is not None:
+        for k in range(raw.shape[0]):
+            _scale_in_place(out[k], scales[first + k], offsets[first + k])
+    return out
+
+
+def _scale_in_place(values: np.ndarray, scale: np.float32, offset: np.float32) -> None:
+    # the one scaling of both paths, so they give the same floats; in place, as a cast in the ufunc is slower
+    values *= scale
+    if offset:
+        values += offset
+
+
+def _meta_tensor(image: torch.Tensor, affine: np.ndarray, source: str) -> MetaTensor:
+    return MetaTensor(image, affine=torch.as_tensor(affine), meta={"filename_or_obj": source})
+
+
+@functools.lru_cache(maxsize=1)
+def _item_meta() -> dict:
+    """The meta data keys and default values of an item's ``MetaTensor``."""
+    return dict(_meta_tensor(torch.empty(0), np.eye(4), "").meta)
+
+
+def _batch_tensor(raw, scales, offsets, affines, sources, out: torch.Tensor | None = None) -> MetaTensor:
+    out = torch.empty(raw.shape, dtype=torch.float32) if out is None else out
+    _to_float(raw, scales, offsets, out=out.numpy())
+    meta = {k: [v] * len(sources) for k, v in _item_meta().items() if k not in ("affine", "filename_or_obj")}
+    meta["filename_or_obj"] = list(sources)
+    meta["affine"] = torch.as_tensor(affines)
+    batch = MetaTensor(out, meta=meta, applied_operations=[TraceKeys.NONE] * len(sources))
+    batch.is_batch = True
+    return batch
+
+
+def collate_store_cubes(batch):
+    """``collate_fn`` of a ``DataLoader`` over ``StoreCubeDataset``: the float32 batch made from the stored values.
+
+    In a loader worker the batch leaves as the stored values in a reused shared-memory buffer and becomes the float32
+    ``{"image": MetaTensor}`` batch in the receiving process. Items of other data sets (or of a ``StoreCubeDataset``
+    with a ``transform``) are collated by ``monai.data.list_data_collate``.
+    """
+    if not isinstance(batch, StoreCubeBatch):
+        return list_data_collate(batch)
+    if torch.utils.data.get_worker_info() is None:
+        return batch.to_batch()
+    return {"image": _ship(batch)}
+
+
+# -- shipping a batch from a loader worker: a pool of shared buffers the worker reuses --------------------------------
+
+# buffers of one worker beyond which a batch goes as a fresh shared tensor (a receiver that stopped releasing them)
+_POOL_LIMIT = 16
+# each buffer starts with a flag: 1 while the receiver has not yet read it
+_HEADER = 64
+
+
+class _Pool:
+    """This process's shared buffers (one pool per worker process) and its token, unique to the process."""
+
+    token: str | None = None
+    pid: int = -1
+    buffers: list[list] = []  # [shared uint8 tensor, sent to the receiver already]
+
+
+def _pool() -> type[_Pool]:
+    if _Pool.pid != os.getpid():
+        # a forked process never shares its parent's buffers
+        _Pool.token, _Pool.pid, _Pool.buffers = uuid.uuid4().hex, os.getpid(), []
+    return _Pool
+
+
+def _acquire(nbytes: int) -> int | None:
+    """Index of a free buffer of at least ``nbytes`` in this process's pool, marked in use; ``None`` when full."""
+    pool = _pool()
+    for i, (buffer, _) in enumerate(pool.buffers):
+        flag = buffer.numpy()[:8].view(np.int64)
+        if flag[0] == 0 and buffer.numel() - _HEADER >= nbytes:
+            flag[0] = 1
+            return i
+    if len(pool.buffers) >= _POOL_LIMIT:
+        return None
+    buffer = torch.zeros(_HEADER + nbytes, dtype=torch.uint8).share_memory_()
+    buffer.numpy()[:8].view(np.int64)[0] = 1
+    pool.buffers.append([buffer, False])
+    return len(pool.buffers) - 1
+
+
+def _release(index: int) -> None:
+    buffers = _pool().buffers
+    if index < len(buffers):
+        buffers[index][0].numpy()[:8].view(np.int64)[0] = 0
+
+
+def _shared_array(dtype: np.dtype, shape: tuple[int, ...]) -> tuple[np.ndarray, int | None]:
+    """An array to read a batch into: in a loader worker a view of a free shared buffer (and its index)."""
+    if torch.utils.data.get_worker_info() is not None:
+        index = _acquire(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+        if index is not None:
+            return _view(_pool().buffers[index][0], dtype, shape), index
+    return np.empty(shape, dtype=dtype), None
+
+
+def _view(buffer: torch.Tensor, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return buffer.numpy()[_HEADER : _HEADER + nbytes].view(dtype).reshape(shape)
+
+
+class _Shipped:
+    """A batch on its way out of a worker: unpickled in the receiving process as the float32 batch."""
+
+    def __init__(self, batch: StoreCubeBatch, index: int | None) -> None:
+        self.batch, self.index = batch, index
+        # from now on the receiving process releases the buffer
+        batch.slot = None
+        self.buffer = None
+        if index is None:
+            self.buffer = torch.from_numpy(np.ascontiguousarray(batch.raw))
+            return
+        entry = _pool().buffers[index]
+        if not entry[1]:
+            # the receiver keeps the buffer from the first batch it carries; later batches send only its number
+            self.buffer, entry[1] = entry[0], True
+
+    def __reduce__(self):
+        b = self.batch
+        return _receive, (_Pool.token, os.getpid(), self.index, self.buffer, b.raw.dtype.str, b.raw.shape, b.scales,
+                          b.offsets, b.affines, b.sources)
+
+
+def _ship(batch: StoreCubeBatch) -> _Shipped:
+    if batch.slot is not None:
+        return _Shipped(batch, batch.slot)
+    index = _acquire(batch.raw.nbytes)
+    if index is not None:
+        _view(_pool().buffers[index][0], batch.raw.dtype, batch.raw.shape)[...] = batch.raw
+    return _Shipped(batch, index)
+
+
+class _Received:
+    """The buffers of the workers this process receives from: ``(token, index)`` → shared tensor; token → pid."""
+
+    buffers: dict[tuple[str, int], torch.Tensor] = {}
+    pids: dict[str, int] = {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _receive(token, pid, index, buffer, dtype, shape, scales, offsets, affines, sources) -> MetaTensor:
+    dtype = np.dtype(dtype)
+    if index is None:
+        return _batch_tensor(buffer.numpy(), scales, offsets, affines, sources)
+    if buffer is not None:
+        if token not in _Received.pids:
+            # a new worker: let go of the buffers of workers that ended (non-persistent loaders restart them)
+            for gone in [t for t, p in _Received.pids.items() if not _alive(p)]:
+                del _Received.pids[gone]
+                for key in [k for k in _Received.buffers if k[0] == gone]:
+                    del _Received.buffers[key]
+            _Received.pids[token] = pid
+        _Received.buffers[(token, index)] = buffer
+    shared = _Received.buffers.get((token, index))
+    if shared is None:
+        raise RuntimeError(
+            f"a batch of StoreCubeDataset names buffer {index} of worker {pid}, which this process never received; "
+            "collate_store_cubes batches must be unpickled in the order the worker sent them."
+        )
+    batch = _batch_tensor(_view(shared, dtype, tuple(shape)), scales, offsets, affines, sources)
+    # read: the worker may write the buffer again
+    shared.numpy()[:8].view(np.int64)[0] = 0
+    return batch
+
+
+def _is_identity(transform) -> bool:
+    # a bundle's Compose whose only transform is disabled (corruption on the device) changes nothing
+    return transform is None or (isinstance(transform, Compose) and not transform.transforms)
 
 
 class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
-    """Serve ``cubes_per_volume`` cubes of every volume of a store per epoch, read lazily from the memory map.
+    """Serve ``cubes_per_volume`` cubes of every volume of a store per epoch, read lazily from the stored files.
 
     Item ``i`` is a cube of volume ``i // cubes_per_volume``: ``{"image": MetaTensor}`` float32 ``(C, *cube_size)``,
     whose affine is moved to the cube's origin and whose ``filename_or_obj`` is the source volume. Random positions
     come from ``self.R`` (seeded per loader worker by ``monai.data.DataLoader``, and by ``set_determinism``).
+    A ``DataLoader`` with ``collate_fn=collate_store_cubes`` reads whole batches (``__getitems__``) and moves them
+    as stored values; the batches are the same as one item at a time with ``list_data_collate``.
 
     Args:
         store: the index returned by ``ensure_store``/``prepare_store``, or a store folder.
@@ -81,10 +415,11 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         min_fraction: fraction of a cube's first channel that must lie in ``intensity_range``; 0 keeps every cube.
         intensity_range: ``(low, high)`` intensity range of interest.
         max_tries: draws per cube when filtering.
-        transform: optional transform of each cube dictionary (e.g. the per-sample corruption).
+        transform: optional transform of each cube dictionary (e.g. the per-sample corruption); batches of a
+            data set with a transform (other than an empty ``Compose``) are made of float32 items.
         fixed: serve the same cubes every epoch (validation), seeded by ``seed`` and each source's file name.
         seed: seed of the fixed cubes.
-        max_open: volumes mapped at once per process.
+        max_open: stored files open at once per process.
     """
 
     def __init__(
@@ -100,7 +435,7 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         transform: Callable | None = None,
         fixed: bool = False,
         seed: int = 0,
-        max_open: int = 8,
+        max_open: int = 32,
     ) -> None:
         if cubes_per_volume < 1:
             raise ValueError(f"cubes_per_volume must be at least 1, got {cubes_per_volume}.")
@@ -132,7 +467,8 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         self.seed = int(seed)
         self.transform = transform
         self.max_open = int(max_open)
-        self._open: OrderedDict[int, _ScaledVolume] = OrderedDict()
+        self._volumes: dict[int, _StoredVolume] = {}
+        self._files: OrderedDict[int, Any] = OrderedDict()
         self._fixed_starts: dict[int, list[tuple[int, ...]]] = {}
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
@@ -143,43 +479,72 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         return self
 
     def randomize(self, data: Any = None) -> None:
-        """Draw the position of one cube of the volume ``data`` (a ``_ScaledVolume``) into ``self.sampler.starts``."""
+        """Draw the position of one cube of the volume ``data`` into ``self.sampler.starts``."""
         self.sampler.randomize(data)
 
     def __len__(self) -> int:
         return len(self.keys) * self.cubes_per_volume
 
     def __getstate__(self):
-        # a worker maps its own volumes: open maps are never pickled into it
+        # a worker opens its own files: open files are never pickled into it
         state = dict(self.__dict__)
-        state["_open"] = OrderedDict()
+        state["_volumes"], state["_files"] = {}, OrderedDict()
         return state
 
-    def volume(self, i: int) -> _ScaledVolume:
-        """Volume ``i`` of the data set, mapped (and kept among the ``max_open`` most recent ones)."""
-        if i in self._open:
-            self._open.move_to_end(i)
-            return self._open[i]
+    def _fileno(self, i: int) -> int:
+        """File descriptor of volume ``i``'s stored file, opened when needed (at most ``max_open`` kept open)."""
+        if i in self._files:
+            self._files.move_to_end(i)
+            return self._files[i].fileno()
+        record = self.index["volumes"][self.keys[i]]
+        path = os.path.join(self.index["store_dir"], record["file"])
+        try:
+            f = open(path, "rb", buffering=0)
+        except OSError as e:
+            raise RuntimeError(
+                f"cannot read {record['file']} of the volume store {self.index['store_dir']} (source "
+                f"{self.keys[i]}): {e}; prepare the store again."
+            ) from e
+        self._files[i] = f
+        while len(self._files) > self.max_open:
+            self._files.popitem(last=False)[1].close()
+        return f.fileno()
+
+    def open_files(self) -> int:
+        """How many stored files this process holds open for the data set."""
+        return len(self._files)
+
+    def volume(self, i: int) -> _StoredVolume:
+        """Volume ``i`` of the data set (its header checked against the index the first time)."""
+        if i in self._volumes:
+            return self._volumes[i]
         key = self.keys[i]
         record = self.index["volumes"][key]
+        self._fileno(i)
+        f = self._files[i]
         try:
-            stored = open_store_volume(self.index, key)
+            f.seek(0)
+            shape, dtype, data_offset = _read_npy_header(f)
         except (OSError, ValueError) as e:
             raise RuntimeError(
                 f"cannot read {record['file']} of the volume store {self.index['store_dir']} (source {key}): {e}; "
                 "prepare the store again."
             ) from e
-        if list(stored.shape) != list(record["shape"]):
+        if list(shape) != list(record["shape"]) or dtype != np.dtype(record["dtype"]):
             raise RuntimeError(
-                f"{record['file']} of the volume store {self.index['store_dir']} has shape {stored.shape}, its index "
-                f"says {record['shape']}; prepare the store again."
+                f"{record['file']} of the volume store {self.index['store_dir']} holds {dtype} {shape}, its index "
+                f"says {record['dtype']} {record['shape']}; prepare the store again."
             )
-        self._open[i] = volume = _ScaledVolume(stored, record, self.sampler.cube_size)
-        while len(self._open) > self.max_open:
-            self._open.popitem(last=False)
+        expected = data_offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if os.fstat(f.fileno()).st_size < expected:
+            raise RuntimeError(
+                f"{record['file']} of the volume store {self.index['store_dir']} is shorter than its header says "
+                f"(source {key}); prepare the store again."
+            )
+        self._volumes[i] = volume = _StoredVolume(record, self.sampler.cube_size, lambda: self._fileno(i), data_offset)
         return volume
 
-    def _fixed_start(self, i: int, j: int, volume: _ScaledVolume) -> tuple[int, ...]:
+    def _fixed_start(self, i: int, j: int, volume: _StoredVolume) -> tuple[int, ...]:
         if i not in self._fixed_starts:
             name = os.path.basename(self.index["volumes"][self.keys[i]]["source"])
             self.fixed_sampler.set_random_state(seed=(self.seed + zlib.crc32(name.encode())) % (2**32))
@@ -187,25 +552,62 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
             self._fixed_starts[i] = list(self.fixed_sampler.starts)
         return self._fixed_starts[i][j]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _position(self, index: int) -> tuple[int, tuple[int, ...]]:
+        """Volume and cube start of item ``index`` (drawing the start of a random cube)."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} cubes.")
-        index %= len(self)
-        i, j = divmod(index, self.cubes_per_volume)
+        i, j = divmod(int(index) % len(self), self.cubes_per_volume)
         volume = self.volume(i)
         if self.fixed_sampler is not None:
-            start = self._fixed_start(i, j, volume)
-        else:
-            self.randomize(volume)
-            start = self.sampler.starts[0]
-        cube = volume[(slice(None),) + tuple(slice(s, s + c) for s, c in zip(start, self.sampler.cube_size))]
-        record = self.index["volumes"][self.keys[i]]
+            return i, self._fixed_start(i, j, volume)
+        self.randomize(volume)
+        return i, self.sampler.starts[0]
+
+    def _affine(self, i: int, start: Sequence[int]) -> np.ndarray:
         shift = np.eye(4)
-        shift[:3, 3] = np.subtract(start, volume.pad_before)
-        image = MetaTensor(
-            torch.from_numpy(cube),
-            affine=torch.as_tensor(np.asarray(record["affine"]) @ shift),
-            meta={"filename_or_obj": record["source"]},
-        )
+        shift[:3, 3] = np.subtract(start, self.volume(i).pad_before)
+        return np.asarray(self.index["volumes"][self.keys[i]]["affine"]) @ shift
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        i, start = self._position(index)
+        volume = self.volume(i)
+        raw = np.empty((volume.shape[0], *self.sampler.cube_size), dtype=volume.raw_dtype)
+        volume.read_into(start, self.sampler.cube_size, raw)
+        cube = raw if volume.padded is not None else volume.scaled(raw)
+        image = _meta_tensor(torch.from_numpy(cube), self._affine(i, start), self.index["volumes"][self.keys[i]]["source"])
         sample = {"image": image}
         return self.transform(sample) if self.transform is not None else sample
+
+    def __getitems__(self, indices: Sequence[int]) -> StoreCubeBatch | list[dict[str, Any]]:
+        """The items ``indices`` in one call: a ``StoreCubeBatch`` of stored values (a list of items with a
+        ``transform``, which works on float32 items)."""
+        if not _is_identity(self.transform):
+            return [self[i] for i in indices]
+        positions = [self._position(index) for index in indices]
+        volumes = [self.volume(i) for i, _ in positions]
+        dtypes = {v.raw_dtype for v in volumes}
+        channels = {v.shape[0] for v in volumes}
+        if len(channels) > 1:
+            raise ValueError(f"the volumes of a batch have different channel counts {sorted(channels)}.")
+        dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float32)
+        raw, slot = _shared_array(dtype, (len(positions), channels.pop(), *self.sampler.cube_size))
+        quantised = dtype == np.uint16
+        scales = np.ones(len(positions), np.float32) if quantised else None
+        offsets = np.zeros(len(positions), np.float32)
+        try:
+            for k, ((i, start), volume) in enumerate(zip(positions, volumes)):
+                if dtype == volume.raw_dtype:
+                    volume.read_into(start, self.sampler.cube_size, raw[k])
+                    if quantised:
+                        scales[k], offsets[k] = volume.scale, volume.offset
+                else:
+                    cube = np.empty(raw.shape[1:], dtype=volume.raw_dtype)
+                    volume.read_into(start, self.sampler.cube_size, cube)
+                    raw[k] = cube if volume.padded is not None else volume.scaled(cube)
+        except BaseException:
+            if slot is not None:
+                _release(slot)
+            raise
+        affines = np.stack([self._affine(i, start) for i, start in positions])
+        sources = [self.index["volumes"][self.keys[i]]["source"] for i, _ in positions]
+        return StoreCubeBatch(raw, scales, offsets, affines, sources, slot)

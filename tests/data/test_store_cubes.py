@@ -4,12 +4,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.data import DataLoader, MetaTensor
+from monai.data import DataLoader, MetaTensor, list_data_collate
 from monai.transforms import Compose, Orientationd
 from monai.utils import set_determinism
 
 from monai_genesis.data.store import prepare_store, read_store_volume
-from monai_genesis.data.store_cubes import StoreCubeDataset
+from monai_genesis.data import store_cubes
+from monai_genesis.data.store_cubes import StoreCubeDataset, collate_store_cubes
 from monai_genesis.transforms import FixedCubeSamplesd, LoadVolumed, RandCubeSamples, intensity_transform
 
 CUBE = (16, 16, 8)
@@ -96,17 +97,131 @@ def test_loader_is_seeded_per_worker_and_repeatable(store):
     set_determinism(None)
 
 
-def test_memory_does_not_grow_with_the_volumes(tmp_path):
-    paths = [_write_ct(tmp_path / f"v{i}.nii.gz", shape=(20, 20, 10), seed=i) for i in range(12)]
+def _open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _mapped(folder):
+    with open("/proc/self/maps") as f:
+        return [line for line in f if str(folder) in line]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_memory_and_open_files_do_not_grow_with_the_volumes(tmp_path):
+    paths = [_write_ct(tmp_path / f"v{i}.nii.gz", shape=(40, 40, 20), seed=i) for i in range(12)]
     index = prepare_store(paths, tmp_path / "store", progress=False)
     ds = StoreCubeDataset(index, cubes_per_volume=2, cube_size=CUBE, border=0, max_open=3)
     ds.set_random_state(0)
+    before = _open_fds()
     for i in range(len(ds)):
         ds[i]
-        assert len(ds._open) <= 3
-        assert all(isinstance(v.stored, np.memmap) for v in ds._open.values())
+        assert ds.open_files() <= 3 and _open_fds() - before <= 3
+    ds.__getitems__(list(range(len(ds))))
+    assert ds.open_files() <= 3 and _open_fds() - before <= 3
+    # nothing of the store is memory-mapped: the pages read never count in the process's resident memory
+    assert not _mapped(tmp_path / "store")
     with pytest.raises(ValueError, match="max_open"):
         StoreCubeDataset(index, max_open=0)
+
+
+def _loader(ds, fast, num_workers, persistent=True, **kwargs):
+    extra = {"collate_fn": collate_store_cubes} if fast else {}
+    return DataLoader(ds, num_workers=num_workers, persistent_workers=persistent and num_workers > 0, **extra,
+                      **kwargs)
+
+
+def _assert_same_batch(fast, slow):
+    assert isinstance(fast, MetaTensor) and fast.dtype == torch.float32 and fast.is_batch
+    assert torch.equal(fast.as_tensor(), slow.as_tensor())
+    assert fast.meta["filename_or_obj"] == slow.meta["filename_or_obj"]
+    assert torch.equal(fast.affine, slow.affine) and fast.meta["space"] == slow.meta["space"]
+    assert fast.applied_operations == slow.applied_operations
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_batched_loader_gives_the_batches_of_the_item_path(store, num_workers):
+    paths, index = store
+
+    def epochs(fast, **kwargs):
+        set_determinism(0)
+        ds = StoreCubeDataset(index, paths, cubes_per_volume=8, cube_size=CUBE, border=(4, 4, 2), **kwargs)
+        loader = _loader(ds, fast, num_workers, batch_size=5, shuffle=True)
+        return [[b["image"] for b in loader] for _ in range(3)]
+
+    for kwargs in ({}, {"min_fraction": 0.6}):
+        fast, slow = epochs(True, **kwargs), epochs(False, **kwargs)
+        for fast_epoch, slow_epoch in zip(fast, slow):
+            assert len(fast_epoch) == len(slow_epoch) == 5
+            for a, b in zip(fast_epoch, slow_epoch):
+                _assert_same_batch(a, b)
+    if num_workers:
+        # the batches came through the workers' reused buffers, a few per worker
+        assert 0 < len(store_cubes._Received.buffers) <= 2 * num_workers * 4
+    set_determinism(None)
+
+
+def test_batched_cubes_are_the_float32_intensities_within_quantisation(store):
+    paths, index = store
+    ds = StoreCubeDataset(index, paths, cubes_per_volume=4, fixed=True, seed=3, cube_size=CUBE, border=(4, 4, 2))
+    batch = collate_store_cubes(ds.__getitems__(list(range(12))))["image"]
+    for k, path in enumerate(paths):
+        old = FixedCubeSamplesd("image", seed=3, cube_size=CUBE, border=(4, 4, 2), num_samples=4)(_old_volume(path))
+        for j in range(4):
+            # uint16 scaled back: within half a step of the volume's range (1/65535 of [0, 1])
+            assert torch.abs(batch[4 * k + j] - old[j]["image"]).max() <= 0.5 / 65535 + 1e-7
+            np.testing.assert_allclose(batch.affine[4 * k + j].numpy(), old[j]["image"].affine.numpy(), atol=1e-6)
+
+
+def test_fixed_cubes_through_workers_match_the_items(store):
+    paths, index = store
+    ds = StoreCubeDataset(index, paths, cubes_per_volume=4, fixed=True, seed=1, cube_size=CUBE, border=(4, 4, 2))
+    items = [ds[i]["image"] for i in range(len(ds))]
+    for _ in range(2):
+        batches = torch.cat([b["image"] for b in _loader(ds, True, 2, batch_size=4)])
+        assert all(torch.equal(batches[i], item) for i, item in enumerate(items))
+
+
+def test_batch_mixing_a_padded_volume_is_float32_and_matches_the_items(tmp_path):
+    small = _write_ct(tmp_path / "small.nii.gz", shape=(12, 20, 6))
+    large = _write_ct(tmp_path / "large.nii.gz", shape=(30, 30, 12), seed=1)
+    index = prepare_store([small, large], tmp_path / "store", progress=False)
+    ds = StoreCubeDataset(index, [small, large], cubes_per_volume=3, cube_size=CUBE, border=0)
+    ds.set_random_state(5)
+    batch = ds.__getitems__(list(range(6)))
+    assert batch.raw.dtype == np.float32 and len(batch) == 6
+    ds.set_random_state(5)
+    items = [ds[i] for i in range(6)]
+    _assert_same_batch(collate_store_cubes(batch)["image"], list_data_collate(items)["image"])
+    # any collate_fn takes the batch as its items
+    _assert_same_batch(list_data_collate(batch)["image"], list_data_collate(items)["image"])
+
+
+def test_workers_fall_back_to_fresh_tensors_and_forget_ended_workers(store, monkeypatch):
+    paths, index = store
+    ds = StoreCubeDataset(index, paths, cubes_per_volume=4, fixed=True, cube_size=CUBE, border=(4, 4, 2))
+    expected = torch.cat([ds[i]["image"][None] for i in range(len(ds))])
+    monkeypatch.setattr(store_cubes, "_POOL_LIMIT", 0)
+    assert torch.equal(torch.cat([b["image"] for b in _loader(ds, True, 1, batch_size=4)]), expected)
+    monkeypatch.setattr(store_cubes, "_POOL_LIMIT", 16)
+    for _ in range(3):
+        # workers that are not persistent start again every epoch; the buffers of the ended ones are let go
+        loader = _loader(ds, True, 2, persistent=False, batch_size=4)
+        assert torch.equal(torch.cat([b["image"] for b in loader]), expected)
+    assert len(store_cubes._Received.pids) <= 4
+
+
+def test_transform_keeps_the_item_path(store):
+    paths, index = store
+    ds = StoreCubeDataset(index, paths, cubes_per_volume=2, cube_size=CUBE, border=(4, 4, 2),
+                          transform=lambda d: {**d, "label": d["image"] * 2})
+    ds.set_random_state(0)
+    items = ds.__getitems__([0, 1, 2])
+    assert isinstance(items, list) and set(items[0]) == {"image", "label"}
+    batch = collate_store_cubes(items)
+    assert batch["image"].shape == (3, 1, *CUBE) and torch.equal(batch["label"], batch["image"] * 2)
+    # the bundle's Compose whose corruption is disabled (done on the device) keeps the batched path
+    ds = StoreCubeDataset(index, paths, cubes_per_volume=2, cube_size=CUBE, border=(4, 4, 2), transform=Compose([]))
+    assert isinstance(ds.__getitems__([0, 1]), store_cubes.StoreCubeBatch)
 
 
 def test_small_volume_is_padded_and_missing_entries_are_named(tmp_path, caplog):
