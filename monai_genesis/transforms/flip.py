@@ -32,10 +32,10 @@ def draw_flips(R: np.random.RandomState, n: int, spatial_dims: int, flip_rate: f
 
 def flip_items(x: torch.Tensor, flips: np.ndarray) -> torch.Tensor:
     """Flip each sample of ``x`` (``(n, C, *spatial)``) along the axes marked in ``flips`` (``(n, spatial_dims)``)."""
-    patterns = np.unique(flips, axis=0)
-    if len(patterns) == 1:  # every sample flips alike (always so for one sample)
-        dims = [2 + a for a in np.flatnonzero(patterns[0])]
+    if (flips == flips[0]).all():  # every sample flips alike (always so for one sample)
+        dims = [2 + a for a in np.flatnonzero(flips[0])]
         return torch.flip(x, dims) if dims else x
+    patterns = np.unique(flips, axis=0)
     out = x.clone()
     for pattern in patterns:
         dims = [2 + a for a in np.flatnonzero(pattern)]

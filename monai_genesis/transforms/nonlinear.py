@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .utils import workspace
+
 __all__ = ["NonlinearParams", "draw_nonlinear", "bezier_lut", "apply_lut", "percentile_range"]
 
 
@@ -45,11 +47,15 @@ def draw_nonlinear(R: np.random.RandomState, n: int, invert_prob: float = 0.5) -
 
 
 @functools.lru_cache(maxsize=8)
-def _basis(num_points: int, lut_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bernstein weights of ``P0..P3`` at ``num_points`` values of ``t`` (from P3 to P0), and the table's grid."""
+def _basis(num_points: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bernstein weights of ``P1, P2`` ``(2, num_points)`` and of ``P3`` ``(num_points,)``, t from P3 to P0."""
     t = torch.linspace(0.0, 1.0, num_points, device=device)
-    weights = torch.stack([t**3, 3 * t**2 * (1 - t), 3 * t * (1 - t) ** 2, (1 - t) ** 3])
-    return weights, torch.linspace(0.0, 1.0, lut_size, device=device)[None]
+    return torch.stack([3 * t**2 * (1 - t), 3 * t * (1 - t) ** 2]), (1 - t) ** 3
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(lut_size: int, device: torch.device) -> torch.Tensor:
+    return torch.linspace(0.0, 1.0, lut_size, device=device)
 
 
 def bezier_lut(
@@ -63,24 +69,31 @@ def bezier_lut(
         num_points: number of ``t`` values at which the curve is sampled.
         lut_size: number of entries of the table over ``[0, 1]``.
     """
-    weights, grid = _basis(num_points, lut_size, torch.device(device))
+    device = torch.device(device)
+    weights, last = _basis(num_points, device)
     cp = torch.as_tensor(params.control_points, dtype=torch.float32, device=device)
     n = cp.shape[0]
-    points = torch.cat([cp.new_zeros(n, 1, 2), cp, cp.new_ones(n, 1, 2)], dim=1)  # (n, 4, 2)
-    curve = torch.einsum("npc,pk->nck", points, weights)  # (n, 2, num_points)
-    xs = curve[:, 0].sort(dim=1).values
-    ys = curve[:, 1]
+    # P0 = (0, 0) adds nothing and P3 = (1, 1) adds its weight to x and y alike
+    curve = torch.matmul(cp.transpose(1, 2), weights).add_(last)  # (n, 2, num_points): x and y
+    ordered = curve.sort(dim=2).values
+    xs = ordered[:, 0]
     if params.increasing.all():
-        ys = ys.sort(dim=1).values
-    elif params.increasing.any():
+        ys = ordered[:, 1]
+    elif not params.increasing.any():
+        ys = curve[:, 1]
+    else:
         increasing = torch.as_tensor(params.increasing, device=device)[:, None]
-        ys = torch.where(increasing, ys.sort(dim=1).values, ys)
-    grid = grid.expand(n, -1).contiguous()
-    j = torch.searchsorted(xs, grid).clamp_(1, num_points - 1)
+        ys = torch.where(increasing, ordered[:, 1], curve[:, 1])
+    # the searchsorted of a uniform grid by counting: the curve points left of grid point i / (lut_size - 1)
+    # are those whose cell floor(x * (lut_size - 1)) is below i
+    cell = xs.mul(lut_size - 1).floor_().clamp_(0, lut_size - 1).long().add_(1)
+    if n > 1:
+        cell += torch.arange(0, n * (lut_size + 1), lut_size + 1, device=device)[:, None]
+    left = torch.bincount(cell.reshape(-1), minlength=n * (lut_size + 1)).reshape(n, lut_size + 1)
+    j = left.cumsum_(1)[:, :lut_size].clamp_(1, num_points - 1)
     x0, x1 = xs.gather(1, j - 1), xs.gather(1, j)
-    y0, y1 = ys.gather(1, j - 1), ys.gather(1, j)
-    w = ((grid - x0) / (x1 - x0).clamp_min(1e-12)).clamp_(0.0, 1.0)
-    return y0 + w * (y1 - y0)
+    w = (_grid(lut_size, device) - x0).div_((x1 - x0).clamp_min_(1e-12)).clamp_(0.0, 1.0)
+    return torch.lerp(ys.gather(1, j - 1), ys.gather(1, j), w)
 
 
 def apply_lut(
@@ -100,18 +113,28 @@ def apply_lut(
     if scaled:
         low, span = low[:, None].float(), (high - low).clamp_min(1e-12)[:, None].float()
         flat = (flat - low) / span
-    pos = flat.clamp(0.0, 1.0).mul_(size - 1)
-    idx = pos.to(torch.int32).clamp_(max=size - 2)
-    frac = pos.sub_(idx).reshape(-1)
+    # each entry's slope to the next (0 after the last), so that a voxel costs two gathers and one fused step
+    slope = torch.cat([lut.diff(dim=1), lut.new_zeros(n, 1)], dim=1).reshape(-1)
+    numel, device = flat.numel(), flat.device
+    pos = torch.clamp(flat, 0.0, 1.0, out=_buffer("pos", numel, torch.float32, device, flat.shape)).mul_(size - 1)
+    idx = _buffer("idx", numel, torch.int32, device, flat.shape)
+    idx = pos.to(torch.int32) if idx is None else idx.copy_(pos)
+    frac = pos.sub_(idx)
     if n > 1:
-        idx += torch.arange(0, n * size, size, dtype=torch.int32, device=idx.device)[:, None]
-    table = lut.reshape(-1)
+        idx += torch.arange(0, n * size, size, dtype=torch.int32, device=device)[:, None]
     idx = idx.reshape(-1)
-    below = table.index_select(0, idx)
-    out = table.index_select(0, idx.add_(1)).sub_(below).mul_(frac).add_(below).reshape(n, -1)
+    below = torch.index_select(lut.reshape(-1), 0, idx, out=_buffer("below", numel, torch.float32, device))
+    step = torch.index_select(slope, 0, idx, out=_buffer("step", numel, torch.float32, device))
+    out = torch.addcmul(below, step, frac.reshape(-1)).reshape(n, -1)
     if scaled:
         out = out.mul_(span).add_(low)
     return out.reshape(items.shape).to(items.dtype)
+
+
+def _buffer(slot: str, numel: int, dtype: torch.dtype, device: torch.device, shape=None) -> torch.Tensor | None:
+    """The map's reusable temporaries (None off the CPU), viewed as ``shape`` when given."""
+    buf = workspace(f"nonlinear.{slot}", numel, dtype, device)
+    return buf if buf is None or shape is None else buf.view(shape)
 
 
 def percentile_range(items: torch.Tensor, lower: float = 0.1, upper: float = 99.9) -> tuple[torch.Tensor, torch.Tensor]:

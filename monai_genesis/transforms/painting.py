@@ -9,6 +9,7 @@ original inside one box and up to 4 more (``while count < 4 and rand() < 0.95``)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,15 +94,21 @@ def box_mask(spatial_shape: Sequence[int], boxes: BoxParams, device: torch.devic
     """Boolean mask ``(n, *spatial)`` of the union of the used boxes of each item."""
     starts = torch.as_tensor(boxes.starts, device=device)
     stops = torch.as_tensor(boxes.stops, device=device)
-    used = torch.as_tensor(boxes.used, device=device, dtype=torch.float32)
-    # a box is the outer product of one interval per axis; the union counts covering boxes with one einsum
-    axes = []
-    for a, side in enumerate(spatial_shape):
-        pos = torch.arange(side, device=device)
-        axes.append(((pos >= starts[..., a, None]) & (pos < stops[..., a, None])).float())
-    axes[0] = axes[0] * used[..., None]
-    letters = "hwd"[: len(spatial_shape)]
-    return torch.einsum(",".join(f"nk{c}" for c in letters) + f"->n{letters}", *axes) > 0
+    n, k = starts.shape[:2]
+    # a box is the outer product of one interval per axis, an unused box an empty one on the first axis
+    axes = [
+        ((pos >= starts[..., a, None]) & (pos < stops[..., a, None])).float()
+        for a, pos in enumerate(_positions(tuple(spatial_shape), torch.device(device)))
+    ]
+    axes[0].mul_(torch.as_tensor(boxes.used, device=device, dtype=torch.float32)[..., None])
+    # the union counts the boxes covering each voxel: one batched product over the boxes
+    first = axes[0] if len(axes) == 2 else (axes[0][..., :, None] * axes[1][..., None, :]).reshape(n, k, -1)
+    return torch.bmm(first.transpose(1, 2), axes[-1]).reshape(n, *spatial_shape) > 0
+
+
+@functools.lru_cache(maxsize=16)
+def _positions(spatial_shape: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
+    return [torch.arange(side, device=device) for side in spatial_shape]
 
 
 def paint(
@@ -128,9 +135,12 @@ def paint(
         low, high = low.reshape(-1, *([1] * nd)), high.reshape(-1, *([1] * nd))
     scaled = not (isinstance(low, float) and low == 0.0 and high == 1.0)
     if keep_inside or scaled:
-        noise = torch.rand(items.shape, generator=generator, device=items.device)
-        noise = (noise * (high - low) + low if scaled else noise).to(items.dtype)
-        return torch.where(mask, items, noise) if keep_inside else torch.where(mask, noise, items)
+        # the noise is drawn in float32 and painted over in place, so that the result is its only new tensor
+        noise = torch.empty(items.shape, device=items.device).uniform_(generator=generator)
+        if scaled:
+            noise = noise.mul_(high - low).add_(low)
+        noise = noise.to(items.dtype)
+        return torch.where(mask, items, noise, out=noise) if keep_inside else torch.where(mask, noise, items, out=noise)
     # in-painting holes cover a few percent of the voxels: draw noise for those only
     holes = int(mask.sum())
     noise = torch.rand(holes, generator=generator, device=items.device).to(items.dtype)

@@ -4,16 +4,19 @@
 uniformly where it fits. Each block's voxels are read from the *unmodified* input, randomly permuted and written
 back; blocks overlap and a later block overwrites an earlier one, so shuffling does not accumulate.
 
-All blocks of all items are handled at once: every (block, voxel) pair gets a flat index; sorting the pairs by
-``(block, random key)`` gives an independent uniform permutation inside each block; a scatter of
-``(block number, source)`` with ``amax`` keeps, for every voxel, the source chosen by the last block covering it.
-The cost is a few passes over about 2.5 × 10⁵ pairs per 64×64×32 cube, on the CPU or the GPU. The blocks are drawn
-on the items' device, from a generator seeded by the transform's random state.
+All blocks of all items are handled at once: every (block, voxel) pair gets the flat index of its voxel and of its
+source, the same place in the block's permutation; a scatter of the pair numbers with ``amax`` keeps, for every
+voxel, the pair of the last block covering it. A block's permutation is a rotation of one of a fixed set of base
+permutations of its shape, both drawn per block: each voxel's source is uniform over the block, and a block of up
+to 7 voxels gets every permutation with equal probability (larger ones one of 256 × voxels). The cost is a dozen
+passes over about 2.5 × 10⁵ pairs per 64×64×32 cube, with one random number per block, on the CPU or the GPU.
+The blocks are drawn on the items' device, from a generator seeded by the transform's random state.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import threading
 from collections.abc import Sequence
@@ -21,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .utils import workspace
 
 __all__ = ["ShuffleParams", "blocks_touching", "draw_blocks", "local_shuffle", "max_block_size"]
 
@@ -36,7 +41,19 @@ class ShuffleParams:
 
     def select(self, keep: torch.Tensor) -> ShuffleParams:
         """The blocks where ``keep`` is True, in the same order."""
-        return ShuffleParams(self.sizes[keep], self.origins[keep], self.item[keep])
+        index = keep.nonzero().squeeze(1)
+        return ShuffleParams(*(t.index_select(0, index) for t in (self.sizes, self.origins, self.item)))
+
+
+@functools.lru_cache(maxsize=16)
+def _block_shapes(spatial_shape: tuple[int, ...], max_sizes: tuple[int, ...], device: torch.device):
+    """The sizes of every block shape ``(shapes, spatial_dims)`` in C order, the bit shifts of the axes' fields
+    and the spatial shape, for :py:func:`draw_blocks`."""
+    sizes = np.stack(np.unravel_index(np.arange(math.prod(max_sizes)), max_sizes), axis=1) + 1
+    bits = 63 // len(spatial_shape)
+    shifts = torch.arange(len(spatial_shape), dtype=torch.int64, device=device) * bits
+    spatial = torch.as_tensor(spatial_shape, dtype=torch.int64, device=device)
+    return torch.as_tensor(sizes, dtype=torch.int32, device=device), shifts, spatial
 
 
 def max_block_size(spatial_shape: Sequence[int], block_fraction: float = 0.1) -> tuple[int, ...]:
@@ -62,16 +79,17 @@ def draw_blocks(
         block_fraction: the largest block side as a fraction of the image side.
         device: where to draw.
     """
+    device = torch.device(device)
+    shapes, shifts, spatial = _block_shapes(tuple(spatial_shape), max_block_size(spatial_shape, block_fraction), device)
     m = n * num_blocks
-    sizes = torch.stack(
-        [
-            torch.randint(1, s + 1, (m,), generator=generator, device=device, dtype=torch.int32)
-            for s in max_block_size(spatial_shape, block_fraction)
-        ],
-        dim=1,
-    )
-    room = torch.as_tensor(tuple(spatial_shape), dtype=torch.int32, device=device) - sizes + 1
-    origins = (torch.rand(room.shape, generator=generator, device=device) * room).to(torch.int32)
+    # every block shape is equally likely, so each side is uniform and independent of the others
+    sizes = shapes.index_select(0, torch.randint(shapes.shape[0], (m,), generator=generator, device=device))
+    # one 63-bit random number per block: a uniform field of 63 // spatial_dims bits per axis, scaled to the room
+    # the block leaves there (relative bias below 1e-4)
+    bits = 63 // len(spatial_shape)
+    raw = torch.empty(m, dtype=torch.int64, device=device).random_(generator=generator)
+    fields = raw[:, None].bitwise_right_shift(shifts).bitwise_and_((1 << bits) - 1)
+    origins = fields.mul_(spatial - sizes + 1).bitwise_right_shift_(bits).to(torch.int32)
     item = torch.arange(n, dtype=torch.int32, device=device).repeat_interleave(num_blocks)
     return ShuffleParams(sizes, origins, item)
 
@@ -99,49 +117,96 @@ def blocks_touching(params: ShuffleParams, starts: torch.Tensor, stops: torch.Te
     return ok.any(-1)
 
 
+# blocks of up to this many voxels may get every permutation; larger ones one of PERMUTATIONS_PER_SHAPE * voxels
+_ALL_PERMUTATIONS_UP_TO = 7
+PERMUTATIONS_PER_SHAPE = 256
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Per-shape tables of the blocks of one image shape, on one device.
+
+    ``count`` (voxels), ``offset_start`` and ``perm_start`` (where the shape starts in ``offsets`` and
+    ``permuted``) and ``choices`` (permutations it can draw) are per block shape; ``offsets`` holds the flat
+    offsets of every shape's voxels, ``permuted`` those of every shape's base permutations, each written twice
+    so that a rotation of a base permutation is a contiguous slice.
+    """
+
+    strides: torch.Tensor
+    shape_strides: torch.Tensor
+    count: torch.Tensor
+    offset_start: torch.Tensor
+    offsets: torch.Tensor
+    perm_start: torch.Tensor
+    choices: torch.Tensor
+    permuted: torch.Tensor
+
+
+def _base_permutations(count: int, rng: np.random.RandomState) -> np.ndarray:
+    """Permutations ``(L, count)`` whose rotations give the permutations a block of ``count`` voxels draws from.
+
+    Those fixing voxel 0 are one per coset of the rotations, so with the rotations they give every permutation
+    once; above ``_ALL_PERMUTATIONS_UP_TO`` voxels, random ones (their rotations still send every voxel
+    anywhere in the block with equal probability).
+    """
+    if count <= _ALL_PERMUTATIONS_UP_TO:
+        return np.array([(0, *p) for p in itertools.permutations(range(1, count))], dtype=np.int64)
+    return np.argsort(rng.rand(PERMUTATIONS_PER_SHAPE, count), axis=1)
+
+
 @functools.lru_cache(maxsize=16)
-def _offset_table(spatial_shape: tuple[int, ...], max_sizes: tuple[int, ...], device: torch.device):
-    """Flat offsets of the voxels of every block shape (concatenated), where each shape starts, and the strides."""
+def _tables(spatial_shape: tuple[int, ...], max_sizes: tuple[int, ...], device: torch.device) -> _Tables:
+    """The tables of ``spatial_shape`` with blocks up to ``max_sizes``, built once per shape and device."""
     strides = np.cumprod((1,) + spatial_shape[:0:-1])[::-1].copy()
-    offsets, starts, pos = [], [], 0
+    rng = np.random.RandomState(0)  # a fixed set of base permutations; which one a block uses is drawn per call
+    offsets, permuted, count, choices = [], [], [], []
     for size in np.ndindex(*max_sizes):
         grids = np.meshgrid(*[np.arange(s + 1) * st for s, st in zip(size, strides)], indexing="ij")
-        offsets.append(np.sum(grids, axis=0).ravel())
-        starts.append(pos)
-        pos += offsets[-1].size
+        flat = np.sum(grids, axis=0).ravel()
+        base = flat[_base_permutations(flat.size, rng)]
+        offsets.append(flat)
+        permuted.append(np.concatenate([base, base], axis=1).ravel())
+        count.append(flat.size)
+        choices.append(base.size)
+
+    def starts(parts):
+        return np.cumsum([0] + [p.size for p in parts[:-1]])
+
     shape_strides = np.cumprod((1,) + max_sizes[:0:-1])[::-1].copy()
-    as_int = functools.partial(torch.as_tensor, dtype=torch.int32, device=device)
-    return as_int(np.concatenate(offsets)), as_int(starts), as_int(strides), as_int(shape_strides)
+    as_long = functools.partial(torch.as_tensor, dtype=torch.int64, device=device)
+    return _Tables(
+        strides=as_long(strides),
+        shape_strides=as_long(shape_strides),
+        count=as_long(count),
+        offset_start=as_long(starts(offsets)),
+        offsets=as_long(np.concatenate(offsets)),
+        perm_start=as_long(starts(permuted)),
+        choices=as_long(choices),
+        permuted=as_long(np.concatenate(permuted)),
+    )
 
 
-def _int_dtype(bits: int) -> torch.dtype:
-    return torch.int32 if bits <= 31 else torch.int64
-
-
-_WORKSPACE = threading.local()
+def _int_dtype(bound: int) -> torch.dtype:
+    """The smaller integer dtype that holds values up to ``bound``."""
+    return torch.int32 if bound < 2**31 else torch.int64
 
 
 def _buffer(slot: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
-    """A reusable CPU tensor of ``numel`` elements for temporaries (None on other devices, whose allocators cache).
+    """The shuffle's reusable temporaries (None off the CPU)."""
+    return workspace(f"shuffle.{slot}", numel, dtype, device)
 
-    Allocating and freeing the megabytes of temporaries on every call makes the C allocator shrink and regrow the
-    heap, and the page faults cost as much as the work itself.
-    """
+
+_RAMPS = threading.local()
+
+
+def _ramp(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``arange(length)``, sliced from a cached tensor on the CPU (elsewhere a new one: it would hold much memory)."""
     if device.type != "cpu":
-        return None
-    buffers = _WORKSPACE.__dict__.setdefault("buffers", {})
-    buf = buffers.get((slot, dtype))
-    if buf is None or buf.numel() < numel:
-        buf = buffers[(slot, dtype)] = torch.empty(numel + numel // 4, dtype=dtype)
-    return buf[:numel]
-
-
-def _ramp(length: int, device: torch.device) -> torch.Tensor:
-    """``arange(length)`` as int32, sliced from a cached tensor."""
-    ramps = _WORKSPACE.__dict__.setdefault("ramps", {})
-    ramp = ramps.get(device)
+        return torch.arange(length, dtype=dtype, device=device)
+    ramps = _RAMPS.__dict__.setdefault("ramps", {})
+    ramp = ramps.get(dtype)
     if ramp is None or ramp.numel() < length:
-        ramp = ramps[device] = torch.arange(max(length, 1 << 18), dtype=torch.int32, device=device)
+        ramp = ramps[dtype] = torch.arange(max(length + length // 4, 1 << 18), dtype=dtype)
     return ramp[:length]
 
 
@@ -158,58 +223,52 @@ def local_shuffle(
     """
     n, spatial = items.shape[0], tuple(items.shape[1:])
     nvox, device = math.prod(spatial), items.device
-    table, table_start, strides, shape_strides = _offset_table(
-        spatial, max_block_size(spatial, block_fraction), device
-    )
-    if params.sizes.shape[0] == 0:
+    tables = _tables(spatial, max_block_size(spatial, block_fraction), device)
+    m = params.sizes.shape[0]
+    if m == 0:
         return items.clone()
-    count = params.sizes.prod(1, dtype=torch.int32)
-    shape_id = ((params.sizes - 1) * shape_strides).sum(1, dtype=torch.int32)
-    origin = (params.origins * strides).sum(1, dtype=torch.int32)
-    start = torch.cumsum(count, 0, dtype=torch.int32) - count
-    total = int(start[-1] + count[-1])
+    shape_id = ((params.sizes.long() - 1) * tables.shape_strides).sum(1)
+    count = tables.count.index_select(0, shape_id)
+    origin = (params.origins.long() * tables.strides).sum(1)
+    if n > 1:
+        origin += params.item.long() * nvox
+    end = torch.cumsum(count, 0)
+    start = end - count
+    total = int(end[-1])
+    size = n * nvox
+    idt = _int_dtype(size + total)
 
-    def buffer(slot, dtype=torch.int32, numel=total):
+    def buffer(slot, dtype=idt, numel=total):
         return _buffer(slot, numel, dtype, device)
 
+    # which permutation each block uses: base permutation l rotated by k, from one draw j = l * count + k
+    j = torch.randint(2**31 - 1, (m,), generator=generator, device=device).remainder_(
+        tables.choices.index_select(0, shape_id)
+    )
+    perm_base = tables.perm_start.index_select(0, shape_id).add_(j).add_(j.div(count, rounding_mode="floor") * count)
+    offset_base = tables.offset_start.index_select(0, shape_id)
+
     # block number of every (block, voxel) pair: a cumulative sum of ones at the block starts
-    marker = torch.zeros(total, dtype=torch.int32, device=device, out=buffer("marker"))
-    marker.index_fill_(0, start[1:].long(), 1)
-    block = torch.cumsum(marker, 0, out=buffer("block"))
-    item_offset = params.item.index_select(0, block).long().mul_(nvox) if n > 1 else None
+    marker = torch.zeros(total, dtype=torch.int32, device=device, out=buffer("marker", torch.int32))
+    marker.index_fill_(0, start[1:], 1)
+    block = torch.cumsum(marker, 0, out=buffer("block", torch.int32))
+    pair_origin = torch.index_select(origin, 0, block, out=buffer("origin", torch.int64))
+    ramp = _ramp(size + total, idt, device)
 
-    # target voxel of every pair, in the item's own flat index
-    local = torch.index_select(table_start.index_select(0, shape_id) - start, 0, block, out=buffer("local"))
-    local.add_(_ramp(total, device))
-    dst = torch.index_select(origin, 0, block, out=buffer("dst"))
-    dst.add_(torch.index_select(table, 0, local, out=buffer("offset")))
+    # target voxel of every pair: its block's origin plus the offset of its place in the block
+    local = torch.index_select((offset_base - start).to(idt), 0, block, out=buffer("local")).add_(ramp[:total])
+    dst = torch.index_select(tables.offsets, 0, local, out=buffer("dst", torch.int64)).add_(pair_origin)
+    # source of every pair, the same place in the block's permutation; the first `size` entries stand for
+    # the voxels no block covers, each its own source
+    sources = buffer("sources", torch.int64, size + total)
+    sources = ramp.to(torch.int64) if sources is None else sources.copy_(ramp)
+    local = torch.index_select((perm_base - start).to(idt), 0, block, out=local).add_(ramp[:total])
+    torch.index_select(tables.permuted, 0, local, out=sources[size:]).add_(pair_origin)
 
-    # a uniform permutation inside every block: sort by (block, random key); at least 16 random bits keep
-    # ties (whose pair keeps its order) rare in blocks of up to ~100 voxels
-    vox_bits = max(1, (nvox - 1).bit_length())
-    block_bits = max(1, len(count)).bit_length()
-    key_bits = max(vox_bits, 16)
-    kdt = _int_dtype(block_bits + key_bits)
-    keys = torch.empty(total, dtype=kdt, device=device, out=buffer("keys", kdt))
-    keys.random_(0, 2**key_bits, generator=generator)
-    numbers = block if kdt == torch.int32 else block.to(kdt)
-    keys.bitwise_or_(numbers.add_(1).bitwise_left_shift_(key_bits))  # block numbers from 1
-    sorted_out = (buffer("sorted", kdt), buffer("order", torch.int64))
-    # the stable sort of int32 is a radix sort, the fastest
-    sorted_keys, order = torch.sort(keys, stable=True, out=sorted_out if sorted_out[0] is not None else None)
-    src = torch.index_select(dst, 0, order, out=buffer("src"))
-
-    # the last block covering a voxel wins: scatter (block number, source) with amax; a voxel no block
-    # covers keeps (0, itself)
-    sorted_keys.bitwise_right_shift_(key_bits).bitwise_left_shift_(vox_bits).bitwise_or_(src)
-    ramp, winner = _ramp(nvox, device), buffer("winner", kdt, n * nvox)
-    winner = ramp.to(kdt).repeat(n) if winner is None else winner.view(n, nvox).copy_(ramp).view(-1)
-    scatter_index = buffer("index", torch.int64)
-    scatter_index = dst.long() if scatter_index is None else scatter_index.copy_(dst)
-    if item_offset is not None:
-        scatter_index += item_offset
-    winner.scatter_reduce_(0, scatter_index, sorted_keys, "amax")
-    source = winner.bitwise_and_((1 << vox_bits) - 1)
-    if n > 1:
-        source = source.long().add_(torch.arange(0, n * nvox, nvox, device=device).repeat_interleave(nvox))
+    # the last block covering a voxel wins: pairs are in block order, so the largest pair number scattered onto
+    # a voxel is that of its last block
+    winner = buffer("winner", idt, size)
+    winner = ramp[:size].clone() if winner is None else winner.copy_(ramp[:size])
+    winner.scatter_reduce_(0, dst, ramp[size:], "amax")
+    source = sources.index_select(0, winner)
     return items.reshape(-1).index_select(0, source).reshape(items.shape)

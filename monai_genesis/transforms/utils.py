@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ __all__ = [
     "draw_seed",
     "seeded_generator",
     "torch_generator",
+    "workspace",
 ]
 
 # more channels than this in a 3-axis array without meta data look like a channel-less 3-D volume
@@ -118,3 +120,22 @@ def torch_generator(R: np.random.RandomState, device: torch.device | str) -> tor
     """A torch generator on ``device`` seeded from ``R``, so that bulk noise drawn on the device follows ``R``."""
     return seeded_generator(draw_seed(R), device)
 
+
+
+_WORKSPACE = threading.local()
+
+
+def workspace(slot: str, numel: int, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor | None:
+    """A reusable CPU tensor of ``numel`` elements for temporaries, one per ``slot`` and thread; None on other
+    devices, whose caching allocators reuse memory anyway.
+
+    Allocating and freeing the megabytes of temporaries on every call makes the C allocator shrink and regrow the
+    heap, and the page faults cost as much as the work itself.
+    """
+    if torch.device(device).type != "cpu":
+        return None
+    buffers = _WORKSPACE.__dict__.setdefault("buffers", {})
+    buf = buffers.get((slot, dtype))
+    if buf is None or buf.numel() < numel:
+        buf = buffers[(slot, dtype)] = torch.empty(numel + numel // 4, dtype=dtype)
+    return buf[:numel]
