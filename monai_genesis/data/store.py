@@ -37,6 +37,9 @@ and the modification time is not seen; pass ``verify=True`` to hash every source
 gigabyte). The settings (intensity setting of the entry, CT window, percentiles, spacing, orientation, dtype, format)
 are hashed per volume: a volume recorded with other settings is redone, never reused.
 
+In-memory volumes (an array or ``MetaTensor`` as an entry's image, as ``load_medmnist`` gives) are stored too, named
+by the hash of their values (and affine): hashing is the price of finding them again (about a second per GB).
+
 Unreadable sources are named in a WARNING with the reason and skipped (``on_error="skip"``, the default: one bad file
 among thousands should not stop a preparation that takes hours); ``on_error="raise"`` refuses instead. Nothing
 half-written is read: a volume and the index are written under a temporary name in the store folder and renamed
@@ -54,6 +57,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = [
     "STORE_DTYPES",
@@ -129,6 +133,29 @@ def _hash_settings(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# the source name of an in-memory volume (an array in a datalist entry, e.g. MedMNIST): its content hash
+_ARRAY_PREFIX = "array:"
+
+
+def _is_array(image) -> bool:
+    return isinstance(image, (np.ndarray, torch.Tensor))
+
+
+def _array_hash(image) -> str:
+    """SHA-256 of an in-memory volume: shape, dtype, values and, for a ``MetaTensor``, its affine."""
+    values = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    digest = hashlib.sha256(json.dumps([list(values.shape), values.dtype.str]).encode())
+    digest.update(np.ascontiguousarray(values).tobytes())
+    if getattr(image, "affine", None) is not None:
+        digest.update(np.asarray(image.affine, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _source(entry: Mapping[str, Any]) -> str:
+    """The source of an entry: its file path, or ``array:<hash>`` for an in-memory volume."""
+    return entry["_source"] if "_source" in entry else entry["image"]
+
+
 def _source_files(path: str) -> list[str]:
     if os.path.isdir(path):
         return sorted(os.path.join(path, n) for n in os.listdir(path) if not n.startswith("."))
@@ -137,11 +164,15 @@ def _source_files(path: str) -> list[str]:
 
 def _fingerprint(path: str) -> dict[str, int]:
     """Total size and latest modification time (ns) of a file or of the files of a series folder."""
+    if path.startswith(_ARRAY_PREFIX):
+        return {"size": 0, "mtime_ns": 0}
     stats = [os.stat(f) for f in _source_files(path)]
     return {"size": sum(s.st_size for s in stats), "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
 
 
 def _content_hash(path: str) -> str:
+    if path.startswith(_ARRAY_PREFIX):
+        return path[len(_ARRAY_PREFIX):]
     digest = hashlib.sha256()
     for name in _source_files(path):
         with open(name, "rb") as f:
@@ -215,10 +246,13 @@ def _entries(datalist) -> list[dict]:
     entries, seen = [], set()
     for item in items:
         entry = dict(item) if isinstance(item, Mapping) else {"image": item}
-        if not isinstance(entry.get("image"), (str, os.PathLike)):
-            raise ValueError(f"a store entry needs an 'image' file path, got {item!r}.")
-        entry["image"] = os.path.abspath(str(entry["image"]))
-        key = (entry["image"], entry.get("intensity"))
+        if _is_array(entry.get("image")):
+            entry["_source"] = _ARRAY_PREFIX + _array_hash(entry["image"])
+        elif isinstance(entry.get("image"), (str, os.PathLike)):
+            entry["image"] = os.path.abspath(str(entry["image"]))
+        else:
+            raise ValueError(f"a store entry needs an 'image' file path or array, got {item!r}.")
+        key = (_source(entry), entry.get("intensity"))
         if key not in seen:
             seen.add(key)
             entries.append(entry)
@@ -294,7 +328,9 @@ def prepare_store(
 
     Args:
         datalist: entries ``{"image": path[, "intensity": setting]}`` (or paths), or a split
-            ``{"training": [...], "validation": [...]}`` as ``pretrain_datalist`` returns.
+            ``{"training": [...], "validation": [...]}`` as ``pretrain_datalist`` returns. An entry's image may
+            also be an in-memory channel-first array or ``MetaTensor`` (e.g. MedMNIST): it is stored under the
+            source name ``array:<SHA-256 of its values>``, so the same array is found again.
         store_dir: the store folder (made when absent).
         intensity: default intensity setting of the entries that name none.
         pixdim: target spacing in mm (bilinear resampling); ``None`` keeps each volume's spacing.
@@ -335,7 +371,7 @@ def prepare_store(
         if has_tqdm:
             bar = tqdm(entries, desc=f"preparing the volume store {store_dir}", unit="volume")
     for entry in bar:
-        source, key = entry["image"], store_key(entry)
+        source, key = _source(entry), store_key(entry)
         vol_settings = _volume_settings(settings, entry)
         settings_hash = _hash_settings(vol_settings)
         try:
@@ -392,13 +428,18 @@ def prepare_store(
 def store_key(entry) -> str:
     """The index key of a datalist entry (or path): its absolute path, plus its own intensity setting if it names one."""
     entry = dict(entry) if isinstance(entry, Mapping) else {"image": entry}
-    source = os.path.abspath(str(entry["image"]))
+    if "_source" in entry:
+        source = entry["_source"]
+    elif _is_array(entry["image"]):
+        source = _ARRAY_PREFIX + _array_hash(entry["image"])
+    else:
+        source = os.path.abspath(str(entry["image"]))
     return source if entry.get("intensity") in (None, "") else f"{source}::{entry['intensity']}"
 
 
 def _record(index: Mapping[str, Any], source) -> dict[str, Any]:
     volumes = index["volumes"]
-    key = str(source) if str(source) in volumes else store_key(source)
+    key = str(source) if not _is_array(source) and str(source) in volumes else store_key(source)
     if key not in volumes:
         raise KeyError(
             f"{source} is not in the volume store {index.get('store_dir')}; prepare it first "
@@ -431,10 +472,10 @@ def _datalist_token(entries: list[dict], settings: Mapping[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for entry in entries:
         try:
-            fingerprint = _fingerprint(entry["image"])
+            fingerprint = _fingerprint(_source(entry))
         except OSError:
             fingerprint = None
-        digest.update(json.dumps([entry["image"], entry.get("intensity"), fingerprint]).encode())
+        digest.update(json.dumps([_source(entry), entry.get("intensity"), fingerprint]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -507,7 +548,7 @@ def _read_prepared(entries: list[dict], store_dir: str, settings: Mapping[str, A
     volumes = load_store_index(store_dir)["volumes"]
     found = {}
     for entry in entries:
-        source, key = entry["image"], store_key(entry)
+        source, key = _source(entry), store_key(entry)
         record = volumes.get(key)
         if record is None:
             continue

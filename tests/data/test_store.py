@@ -6,6 +6,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from monai.transforms import Compose, Orientationd, Spacingd
 
 from monai_genesis.data.store import (
@@ -15,6 +16,7 @@ from monai_genesis.data.store import (
     prepare_command,
     prepare_store,
     read_store_volume,
+    store_key,
 )
 from monai_genesis.transforms import LoadVolumed, intensity_transform
 
@@ -197,3 +199,31 @@ def test_prepare_runs_as_a_command(tmp_path, volumes):
                     str(tmp_path / "src"), "--intensity", "ct"])
     assert "3 volumes" in proc.stdout
     assert len(load_store_index(tmp_path / "store")["volumes"]) == 3
+
+
+def test_in_memory_volumes_are_stored_under_their_hash(tmp_path):
+    from monai.data import MetaTensor
+
+    from monai_genesis.data.store_cubes import StoreCubeDataset
+
+    rng = np.random.default_rng(0)
+    arrays = [MetaTensor(torch.as_tensor(rng.random((1, 20, 20, 12), dtype=np.float32))) for _ in range(2)]
+    entries = [{"image": a, "label": i} for i, a in enumerate(arrays)]
+    index = prepare_store(entries, tmp_path / "store", intensity="minmax", progress=False)
+    assert sorted(index["volumes"]) == sorted(store_key(e) for e in entries)
+    assert all(k.startswith("array:") for k in index["volumes"])
+    for entry in entries:
+        values = read_store_volume(index, entry["image"])
+        expected = entry["image"].numpy()
+        expected = (expected - expected.min()) / (expected.max() - expected.min())
+        assert np.abs(values - expected).max() <= 0.5 / 65535 + 1e-6
+    # found again, not redone; a changed array is a new volume
+    mtimes = _mtimes(tmp_path / "store")
+    prepare_store(entries, tmp_path / "store", intensity="minmax", progress=False)
+    assert _mtimes(tmp_path / "store") == mtimes
+    changed = {"image": arrays[0] * 0.5 + 0.1}
+    assert store_key(changed) not in prepare_store(entries, tmp_path / "store", intensity="minmax",
+                                                   progress=False)["volumes"]
+    ds = StoreCubeDataset(index, entries, cubes_per_volume=2, cube_size=(8, 8, 8), border=0)
+    ds.set_random_state(0)
+    assert len(ds) == 4 and ds[3]["image"].shape == (1, 8, 8, 8)
