@@ -346,8 +346,6 @@ def run_pretraining(root: str | Path, device: torch.device, verbose: bool = Fals
     clock = Stopwatch()
     if not verbose:
         overrides.setdefault("train#handlers", train_handlers_without_progress("genesis_pretrain"))
-        overrides.setdefault("train#volumes#progress", False)
-        overrides.setdefault("validate#dataset#progress", False)
     workflow = bundle_workflow("genesis_pretrain", root, device=device_override(device), **overrides)
     workflow.run()
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")

@@ -5,8 +5,10 @@
         [--features F] [--patch-size 64 64 32] [--batch-size 6] [--steps N] [--warmup N] [--results DIR]
 
 Each combination of corruption path and loader workers runs the bundle's own trainer (``train#trainer`` of
-``bundles/genesis_pretrain/configs/train.json``: CacheDataset of the volumes, random cubes, corruption,
-forward, MSE, backward, SGD step) in a fresh process, so its memory is its own. The two paths:
+``bundles/genesis_pretrain/configs/train.json``) in a fresh process, so its memory is its own: the bundle prepares
+its volume store from the data (``ensure_store``, uint16, in the run's temporary bundle root: counted in the setup
+time, not in the steps), ``StoreCubeDataset`` reads random cubes lazily from it and ``collate_store_cubes`` moves
+them as whole batches from persistent workers, then corruption, forward, MSE, backward, SGD step. The two paths:
 
 - ``per_sample``: ``corrupt_on_device=false``, every cube is corrupted in the data loader by
   ``RandGenesisCorruptiond``;
@@ -301,8 +303,8 @@ def main(argv=None) -> dict:
     text = table(rows, device) + (
         f"\n\nSetting {args.setting}: genesis_pretrain, GenesisUNet features {args.features}, cubes "
         f"{'×'.join(map(str, args.patch_size))}, batch {args.batch_size}, {args.steps} steps measured after {args.warmup}, "
-        f"{args.device} with {torch.get_num_threads()} torch threads in the training process; peak RSS summed over the "
-        "process and its loader workers."
+        f"{args.device} with {torch.get_num_threads()} torch threads in the training process; cubes read lazily from the "
+        "bundle's volume store (prepared during setup); peak RSS summed over the process and its loader workers."
     )
     acceptance = check_acceptance(rows, device)
     if acceptance:
@@ -315,6 +317,7 @@ def main(argv=None) -> dict:
         "config": {
             "bundle": f"bundles/{BUNDLE}",
             "data": args.datalist or args.data,
+            "loader": "volume store: StoreCubeDataset with collate_store_cubes, persistent workers",
             "intensity": args.intensity,
             "features": args.features,
             "patch_size": list(args.patch_size),
