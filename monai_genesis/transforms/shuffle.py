@@ -8,7 +8,7 @@ All blocks of all items are handled at once: every (block, voxel) pair gets the 
 source, the same place in the block's permutation; a scatter of the pair numbers with ``amax`` keeps, for every
 voxel, the pair of the last block covering it. A block's permutation is a rotation of one of a fixed set of base
 permutations of its shape, both drawn per block: each voxel's source is uniform over the block, and a block of up
-to 7 voxels gets every permutation with equal probability (larger ones one of 256 × voxels). The cost is a dozen
+to 7 voxels gets every permutation with equal probability (larger ones one of 64 × voxels). The cost is a dozen
 passes over about 2.5 × 10⁵ pairs per 64×64×32 cube, with one random number per block, on the CPU or the GPU.
 The blocks are drawn on the items' device, from a generator seeded by the transform's random state.
 """
@@ -119,7 +119,7 @@ def blocks_touching(params: ShuffleParams, starts: torch.Tensor, stops: torch.Te
 
 # blocks of up to this many voxels may get every permutation; larger ones one of PERMUTATIONS_PER_SHAPE * voxels
 _ALL_PERMUTATIONS_UP_TO = 7
-PERMUTATIONS_PER_SHAPE = 256
+PERMUTATIONS_PER_SHAPE = 64
 
 
 @dataclass(frozen=True)
@@ -179,10 +179,10 @@ def _tables(spatial_shape: tuple[int, ...], max_sizes: tuple[int, ...], device: 
         shape_strides=as_long(shape_strides),
         count=as_long(count),
         offset_start=as_long(starts(offsets)),
-        offsets=as_long(np.concatenate(offsets)),
+        offsets=torch.as_tensor(np.concatenate(offsets), dtype=_int_dtype(math.prod(spatial_shape)), device=device),
         perm_start=as_long(starts(permuted)),
         choices=as_long(choices),
-        permuted=as_long(np.concatenate(permuted)),
+        permuted=torch.as_tensor(np.concatenate(permuted), dtype=_int_dtype(math.prod(spatial_shape)), device=device),
     )
 
 
@@ -227,16 +227,26 @@ def local_shuffle(
     m = params.sizes.shape[0]
     if m == 0:
         return items.clone()
-    shape_id = ((params.sizes.long() - 1) * tables.shape_strides).sum(1)
+    # per block: its shape, voxel count and flat origin (one axis at a time: reductions over a trailing axis of 2
+    # or 3 are slow)
+    sizes, origins = params.sizes.long(), params.origins.long()
+    shape_id, origin = sizes[:, -1] - 1, origins[:, -1].clone()
+    for a in range(sizes.shape[1] - 1):
+        shape_id += (sizes[:, a] - 1) * int(tables.shape_strides[a])
+        origin += origins[:, a] * int(tables.strides[a])
     count = tables.count.index_select(0, shape_id)
-    origin = (params.origins.long() * tables.strides).sum(1)
     if n > 1:
         origin += params.item.long() * nvox
     end = torch.cumsum(count, 0)
     start = end - count
     total = int(end[-1])
     size = n * nvox
-    idt = _int_dtype(size + total)
+    # a pair's key packs its block number (from 1) above its source voxel
+    vox_bits = max(1, (size - 1).bit_length())
+    # int32 wherever the values fit (int64 arithmetic is several times slower on the CPU)
+    idt = _int_dtype(max(size, total, int(tables.permuted.numel())))
+    kdt = torch.int64 if idt == torch.int64 else _int_dtype((m + 1) << vox_bits)
+    offsets, permuted = (t if t.dtype == idt else t.to(idt) for t in (tables.offsets, tables.permuted))
 
     def buffer(slot, dtype=idt, numel=total):
         return _buffer(slot, numel, dtype, device)
@@ -249,26 +259,26 @@ def local_shuffle(
     offset_base = tables.offset_start.index_select(0, shape_id)
 
     # block number of every (block, voxel) pair: a cumulative sum of ones at the block starts
-    marker = torch.zeros(total, dtype=torch.int32, device=device, out=buffer("marker", torch.int32))
+    marker = torch.zeros(total, dtype=kdt, device=device, out=buffer("marker", kdt))
     marker.index_fill_(0, start[1:], 1)
-    block = torch.cumsum(marker, 0, out=buffer("block", torch.int32))
-    pair_origin = torch.index_select(origin, 0, block, out=buffer("origin", torch.int64))
-    ramp = _ramp(size + total, idt, device)
+    block = torch.cumsum(marker, 0, dtype=kdt, out=buffer("block", kdt))
+    pair_origin = torch.index_select(origin.to(idt), 0, block, out=buffer("origin"))
+    ramp = _ramp(max(size, total), idt, device)
 
     # target voxel of every pair: its block's origin plus the offset of its place in the block
     local = torch.index_select((offset_base - start).to(idt), 0, block, out=buffer("local")).add_(ramp[:total])
-    dst = torch.index_select(tables.offsets, 0, local, out=buffer("dst", torch.int64)).add_(pair_origin)
-    # source of every pair, the same place in the block's permutation; the first `size` entries stand for
-    # the voxels no block covers, each its own source
-    sources = buffer("sources", torch.int64, size + total)
-    sources = ramp.to(torch.int64) if sources is None else sources.copy_(ramp)
+    dst = torch.index_select(offsets, 0, local, out=buffer("dst")).add_(pair_origin)
+    scatter_index = buffer("index", torch.int64)
+    scatter_index = dst.to(torch.int64, copy=True) if scatter_index is None else scatter_index.copy_(dst)
+    # its source: the same place in the block's permutation
     local = torch.index_select((perm_base - start).to(idt), 0, block, out=local).add_(ramp[:total])
-    torch.index_select(tables.permuted, 0, local, out=sources[size:]).add_(pair_origin)
+    src = torch.index_select(permuted, 0, local, out=dst).add_(pair_origin)
+    key = block.add_(1).bitwise_left_shift_(vox_bits).bitwise_or_(src)
 
-    # the last block covering a voxel wins: pairs are in block order, so the largest pair number scattered onto
-    # a voxel is that of its last block
-    winner = buffer("winner", idt, size)
-    winner = ramp[:size].clone() if winner is None else winner.copy_(ramp[:size])
-    winner.scatter_reduce_(0, dst, ramp[size:], "amax")
-    source = sources.index_select(0, winner)
+    # the last block covering a voxel wins: the largest key scattered onto it; a voxel no block covers keeps
+    # (0, itself)
+    winner = buffer("winner", kdt, size)
+    winner = ramp[:size].to(kdt, copy=True) if winner is None else winner.copy_(ramp[:size])
+    winner.scatter_reduce_(0, scatter_index, key, "amax")
+    source = winner.bitwise_and_((1 << vox_bits) - 1)
     return items.reshape(-1).index_select(0, source).reshape(items.shape)
