@@ -56,6 +56,22 @@ def _read_npy_header(f) -> tuple[tuple[int, ...], np.dtype, int]:
     return tuple(shape), np.dtype(dtype), f.tell()
 
 
+# read buffers of this process, by shape and dtype (a few, whatever the number of volumes)
+_SCRATCH: OrderedDict[tuple, tuple[np.ndarray, list[list[memoryview]]]] = OrderedDict()
+
+
+def _scratch(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, list[list[memoryview]]]:
+    """A reused buffer of ``shape`` and, per row of its first axis, the ``preadv`` argument that fills the row."""
+    key = (shape, dtype.str)
+    if key not in _SCRATCH:
+        buffer = np.empty(shape, dtype=dtype)
+        _SCRATCH[key] = (buffer, [[memoryview(row.reshape(-1).view(np.uint8))] for row in buffer])
+        while len(_SCRATCH) > 4:
+            _SCRATCH.popitem(last=False)
+    _SCRATCH.move_to_end(key)
+    return _SCRATCH[key]
+
+
 class _StoredVolume:
     """One stored volume: its geometry and scaling, and reads of its regions from an open file.
 
@@ -79,7 +95,6 @@ class _StoredVolume:
         self.padded: np.ndarray | None = None
         self.shape = self.stored_shape
         self._last: tuple[tuple, np.ndarray] | None = None
-        self._scratch: tuple[np.ndarray, memoryview] | None = None
         if any(s < c for s, c in zip(spatial, cube_size)):
             widths = [(0, 0)] + [(b, max(c - s, 0) - b) for s, c, b in zip(spatial, cube_size, self.pad_before)]
             whole = tuple(slice(0, s) for s in self.stored_shape)
@@ -115,22 +130,17 @@ class _StoredVolume:
         (y0, y1) = rest[0]
         tail = int(np.prod(inner[1:], dtype=np.int64))
         # rows y0..y1 of every x, whole along the last axes: one read per (channel, x) into a reused buffer, then
-        # the cut; the buffer (a few KiB) stays in the CPU cache
-        shape = (y1 - y0,) + tuple(inner[1:])
-        if self._scratch is None or self._scratch[0].shape != shape:
-            scratch = np.empty(shape, dtype=self.dtype)
-            self._scratch = (scratch, memoryview(scratch.reshape(-1).view(np.uint8)))
-        buffer, view = self._scratch
-        cut = (slice(None),) + tuple(slice(lo, hi) for lo, hi in rest[1:])
-        step = inner[0] * tail * size
+        # one cut of the whole region
+        buffer, rows = _scratch((x1 - x0, y1 - y0) + tuple(inner[1:]), self.dtype)
+        cut = (slice(None), slice(None)) + tuple(slice(lo, hi) for lo, hi in rest[1:])
+        step, nbytes = inner[0] * tail * size, buffer[0].nbytes
         for c in range(c0, c1):
             position = self.data_offset + ((c * self.stored_shape[1] + x0) * inner[0] + y0) * tail * size
-            target = out[c - c0]
-            for x in range(x1 - x0):
-                if os.preadv(fd, [view], position) != buffer.nbytes:
+            for row in rows:
+                if os.preadv(fd, row, position) != nbytes:
                     self._short()
-                target[x] = buffer[cut]
                 position += step
+            out[c - c0] = buffer[cut]
         return out
 
     def _pread(self, fd: int, out: np.ndarray, position: int) -> None:
@@ -435,7 +445,7 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         transform: Callable | None = None,
         fixed: bool = False,
         seed: int = 0,
-        max_open: int = 32,
+        max_open: int = 64,
     ) -> None:
         if cubes_per_volume < 1:
             raise ValueError(f"cubes_per_volume must be at least 1, got {cubes_per_volume}.")
