@@ -2,7 +2,7 @@
 speed with and without workers, and the store's bytes against float32.
 
     python benchmarks/pretraining_scale.py [--volumes 4 16 64] [--shape 512 512 128] [--work DIR] [--keep]
-        [--loader-cubes 3000] [--results DIR]
+        [--loader-cubes 3000] [--loader-paths batched items] [--results DIR]
 
 Synthetic CT volumes (int16 HU: air, a body ellipse with two lungs and noise, each volume shifted and seeded
 differently) are written as NIfTI under ``--work`` and prepared once into a uint16 store
@@ -10,11 +10,14 @@ differently) are written as NIfTI under ``--work`` and prepared once into a uint
 
 - ``train N``: one epoch of a quick-setting pretraining (``configs/quick.json``: a U-Net of ``features`` 8,
   32×32×16 cubes, 12 cubes per volume, batch 6, 2 persistent loader workers, corruption on the device by
-  ``GenesisPrepareBatch``) over the first N volumes, read lazily by ``StoreCubeDataset``, and a validation pass over
-  fixed cubes of one volume; peak resident memory of the process tree (main process and workers) sampled every
-  0.1 s;
-- ``loader W``: the loader alone over all volumes, 64×64×32 cubes, batch 32, W = 0 and 2 persistent workers,
-  cubes/s over two epochs after the workers started.
+  ``GenesisPrepareBatch``) over the first N volumes, read lazily by ``StoreCubeDataset`` through the bundle's
+  ``collate_fn=collate_store_cubes``, and a validation pass over fixed cubes of one volume; peak resident memory of
+  the process tree (main process and workers) sampled every 0.1 s;
+- ``loader W path``: the loader alone over all volumes, 64×64×32 cubes shuffled across the volumes, batch 32,
+  W = 0 and 2 persistent workers, cubes/s of float32 batches over two epochs after the workers started, with the
+  load average over the run. ``batched`` is the bundle's loader (``collate_fn=collate_store_cubes``: whole batches
+  read in one call, moved from the workers as uint16 through reused shared buffers, scaled to float32 on arrival);
+  ``items`` is the same data set with ``monai.data.DataLoader``'s default collate (one float32 item at a time).
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import common
 
 logger = logging.getLogger("benchmarks.pretraining_scale")
+LOADER_PATHS = {
+    "batched": "batched (`collate_store_cubes`, the bundle's)",
+    "items": "one item at a time (default collate)",
+}
 QUICK = json.loads((common.REPO / "configs" / "quick.json").read_text())
 
 
@@ -74,6 +81,7 @@ def train_child(store_dir: str, count: int, out: str) -> None:
     from monai.utils import set_determinism
 
     from monai_genesis.data import StoreCubeDataset, load_store_index
+    from monai_genesis.data.store_cubes import collate_store_cubes
     from monai_genesis.engines import GenesisPrepareBatch
     from monai_genesis.networks import GenesisUNet
 
@@ -87,7 +95,7 @@ def train_child(store_dir: str, count: int, out: str) -> None:
         train = StoreCubeDataset(index, keys, cubes_per_volume=QUICK["cubes_per_volume"], **cube)
         val = StoreCubeDataset(index, keys[:1], cubes_per_volume=QUICK["val_cubes_per_volume"], fixed=True, **cube)
         loader = DataLoader(train, batch_size=QUICK["batch_size"], shuffle=True, drop_last=True, num_workers=2,
-                            persistent_workers=True)
+                            persistent_workers=True, collate_fn=collate_store_cubes)
         net = GenesisUNet(features=QUICK["genesis_features"])
         optimizer = torch.optim.SGD(net.parameters(), lr=1.0, momentum=0.9)
         prepare = GenesisPrepareBatch(seed=0)
@@ -100,7 +108,7 @@ def train_child(store_dir: str, count: int, out: str) -> None:
             optimizer.step()
             steps += 1
         with torch.no_grad():
-            for batch in DataLoader(val, batch_size=1):
+            for batch in DataLoader(val, batch_size=1, collate_fn=collate_store_cubes):
                 x, y = prepare(batch, torch.device("cpu"))
                 net(x)
         seconds = time.perf_counter() - clock
@@ -110,28 +118,37 @@ def train_child(store_dir: str, count: int, out: str) -> None:
     }))
 
 
-def loader_child(store_dir: str, workers: int, cubes: int, out: str) -> None:
-    """Cubes/s of the loader alone with ``workers`` persistent workers; writes its figures to ``out``."""
+def loader_child(store_dir: str, workers: int, cubes: int, path: str, out: str) -> None:
+    """Cubes/s of the loader alone with ``workers`` persistent workers on ``path`` (``batched`` or ``items``);
+    writes its figures to ``out``."""
     import torch
     from monai.data import DataLoader
     from monai.utils import set_determinism
 
     from monai_genesis.data import StoreCubeDataset
+    from monai_genesis.data.store_cubes import collate_store_cubes
 
     torch.set_num_threads(1)
     set_determinism(0)
     ds = StoreCubeDataset(store_dir, cubes_per_volume=1, cube_size=(64, 64, 32), border=(100, 100, 30))
-    per_epoch = len(ds)
-    ds.cubes_per_volume = max(1, cubes // per_epoch)
-    loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
-    iter(loader).__next__() if workers == 0 else next(iter(loader))  # start the workers, map the first volumes
-    counted, clock = 0, time.perf_counter()
-    for _ in range(2):
-        for batch in loader:
-            counted += batch["image"].shape[0]
-    seconds = time.perf_counter() - clock
-    Path(out).write_text(json.dumps({"workers": workers, "cubes": counted, "seconds": seconds,
-                                     "cubes_per_s": counted / seconds}))
+    ds.cubes_per_volume = max(1, cubes // len(ds))
+    extra = {"collate_fn": collate_store_cubes} if path == "batched" else {}
+    with common.PeakMemory() as memory:
+        loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
+                            **extra)
+        # start the workers and open the first volumes outside the timing
+        first = next(iter(loader))
+        if first["image"].dtype != torch.float32:
+            raise RuntimeError(f"the loader gave {first['image'].dtype} batches, not float32.")
+        counted, load, clock = 0, os.getloadavg()[0], time.perf_counter()
+        for _ in range(2):
+            for batch in loader:
+                counted += batch["image"].shape[0]
+        seconds = time.perf_counter() - clock
+    Path(out).write_text(json.dumps({
+        "workers": workers, "path": path, "cubes": counted, "seconds": seconds, "cubes_per_s": counted / seconds,
+        "load_average": [load, os.getloadavg()[0]], "peak_tree_gib": memory.tree_gib,
+    }))
 
 
 def run_child(args: list[str]) -> dict:
@@ -148,6 +165,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--work", default="/tmp/monai_genesis_scale", help="folder of the volumes and the store")
     parser.add_argument("--keep", action="store_true", help="keep the volumes and the store afterwards")
     parser.add_argument("--loader-cubes", type=int, default=3000, help="cubes per epoch of the loader runs")
+    parser.add_argument("--loader-paths", nargs="+", choices=("batched", "items"), default=["batched", "items"],
+                        help="loader paths to time: the bundle's batched one, and one float32 item at a time")
     parser.add_argument("--results", default=str(common.DEFAULT_RESULTS), help="folder of the result files")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -156,7 +175,7 @@ def main(argv=None) -> dict:
         if kind == "train":
             train_child(rest[0], int(rest[1]), rest[2])
         else:
-            loader_child(rest[0], int(rest[1]), int(rest[2]), rest[3])
+            loader_child(rest[0], int(rest[1]), int(rest[2]), rest[3], rest[4])
         return {}
 
     common.setup_logging()
@@ -173,9 +192,11 @@ def main(argv=None) -> dict:
     clock = common.Stopwatch()
     paths = write_volumes(work / "volumes", max(args.volumes), args.shape)
     logger.info(f"{len(paths)} volumes written in {clock():.0f} s")
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     index = prepare_store(paths, str(work / "store"), intensity="ct")
     prepare_s = time.perf_counter() - start
+    # a kept store (--keep) is reused: say how many volumes this run prepared itself
+    fresh = sum(os.path.getmtime(work / "store" / r["file"]) >= started for r in index["volumes"].values())
     stored = sum(os.path.getsize(work / "store" / r["file"]) for r in index["volumes"].values())
     float32 = sum(int(np.prod(r["shape"])) * 4 for r in index["volumes"].values())
     logger.info(f"store prepared in {prepare_s:.0f} s: {stored / 2**30:.2f} GiB, float32 {float32 / 2**30:.2f} GiB")
@@ -185,7 +206,7 @@ def main(argv=None) -> dict:
         "machine": common.machine_info(torch.device("cpu")),
         "shape": args.shape,
         "store": {"volumes": len(paths), "bytes": stored, "float32_bytes": float32, "ratio": stored / float32,
-                  "prepare_seconds": prepare_s},
+                  "prepare_seconds": prepare_s, "prepared_in_this_run": fresh},
         "train": [],
         "loader": [],
     }
@@ -193,11 +214,13 @@ def main(argv=None) -> dict:
         run = run_child(["train", str(work / "store"), str(count), str(work / f"train_{count}.json")])
         logger.info(f"train over {count} volumes: peak {run['peak_tree_gib']:.2f} GiB, {run['seconds']:.0f} s")
         results["train"].append(run)
-    for workers in (0, 2):
-        run = run_child(["loader", str(work / "store"), str(workers), str(args.loader_cubes),
-                         str(work / f"loader_{workers}.json")])
-        logger.info(f"loader with {workers} workers: {run['cubes_per_s']:.0f} cubes/s")
-        results["loader"].append(run)
+    for path in args.loader_paths:
+        for workers in (0, 2):
+            run = run_child(["loader", str(work / "store"), str(workers), str(args.loader_cubes), path,
+                             str(work / f"loader_{path}_{workers}.json")])
+            logger.info(f"{path} loader with {workers} workers: {run['cubes_per_s']:.0f} cubes/s, load average "
+                        f"{run['load_average'][0]:.1f}")
+            results["loader"].append(run)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -216,14 +239,19 @@ def to_markdown(results: dict) -> str:
           f"{(r['peak_tree_gib'] / base - 1) * 100:+.0f}%"] for r in results["train"]],
     )
     loader = common.markdown_table(
-        ["loader alone, 64×64×32 cubes, batch 32", "cubes/s"],
-        [[f"{r['workers']} persistent workers" if r["workers"] else "no worker", f"{r['cubes_per_s']:,.0f}"]
-         for r in results["loader"]],
+        ["loader alone, 64×64×32 cubes, batch 32", "workers", "cubes/s", "load average (start, end)",
+         "peak RSS, process tree (GiB)"],
+        [[LOADER_PATHS[r.get("path", "items")], f"{r['workers']} persistent" if r["workers"] else "none",
+          f"{r['cubes_per_s']:,.0f}", ", ".join(f"{v:.1f}" for v in r.get("load_average", [])),
+          f"{r['peak_tree_gib']:.2f}" if "peak_tree_gib" in r else "–"] for r in results["loader"]],
     )
     s = results["store"]
+    fresh = s.get("prepared_in_this_run", s["volumes"])
+    prepared = (f"prepared in {s['prepare_seconds']:.0f} s" if fresh == s["volumes"] else
+                f"{fresh} volumes prepared in this run ({s['prepare_seconds']:.0f} s), the others kept from an "
+                "earlier run with the same settings (--keep)")
     store = (f"Store: {s['volumes']} volumes, {s['bytes'] / 2**30:.2f} GiB on disk against "
-             f"{s['float32_bytes'] / 2**30:.2f} GiB as float32 ({s['ratio']:.2f}); prepared in "
-             f"{s['prepare_seconds']:.0f} s.")
+             f"{s['float32_bytes'] / 2**30:.2f} GiB as float32 ({s['ratio']:.2f}); {prepared}.")
     return f"{train}\n\n{loader}\n\n{store}"
 
 
