@@ -26,9 +26,10 @@ uint16 blosc2 LZ4         53.5 MiB  0.38          2 200
 uint16 blosc2 ZSTD        39.2 MiB  0.28            800
 ======================== ========= ============= ==============
 
-uint16 ``.npy`` halves the bytes, is memory-mapped by NumPy alone and cuts cubes 3–9 times faster than the compressed
-chunks, which would make a 2-core loader the bottleneck; uint8 is too coarse for CT (a step of 7.8 HU). So no
-compression library is needed. ``dtype="float16"`` and ``"float32"`` are kept for data that need them.
+uint16 ``.npy`` halves the bytes, needs no library to read (``open_store_volume`` memory-maps it with NumPy;
+``StoreCubeDataset`` reads a cube's rows with ``os.preadv``, one contiguous range per row of its first axis) and cuts
+cubes 3–9 times faster than the compressed chunks, which would make a 2-core loader the bottleneck; uint8 is too
+coarse for CT (a step of 7.8 HU). So no compression library is needed. ``dtype="float16"`` and ``"float32"`` are kept for data that need them.
 
 Source fingerprint: a rerun first compares each source's size and modification time (``os.stat``, instant); only when
 they differ is the content hashed (SHA-256 of the file, or of every file of a DICOM series folder), so a file that was
