@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import sys
@@ -117,6 +118,8 @@ def main(argv=None) -> dict:
         ("full pipeline", lambda x: loop_baseline.generate_pair(x), pipeline),
     ]
     results = {"machine": cpu_model(), "threads": 1, "torch": torch.__version__, "cpu": {}}
+    # other work on the machine slows both columns, memory-bound kernels more than the loop
+    results["load_average_before"] = list(os.getloadavg())
     for name, baseline, ours in [] if args.skip_cpu else rows:
         loop = rate(baseline, cubes, args.repeats, args.min_seconds)
         fast = rate(ours, tensors, args.repeats, args.min_seconds)
@@ -137,6 +140,7 @@ def main(argv=None) -> dict:
             )
             results["gpu"][f"batch {batch}"] = per_batch * batch
 
+    results["load_average_after"] = list(os.getloadavg())
     print(to_markdown(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
