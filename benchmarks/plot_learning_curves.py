@@ -82,8 +82,8 @@ def draw(lines: dict[str, list[tuple[int, float, float, int]]], labels: dict[str
         x, _ = xy(epoch, y0)
         canvas.text((x - 3, bottom + 6), str(epoch), fill="black", font=font)
     canvas.text(((left + right) / 2 - 15, bottom + 24), "epoch", fill="black", font=font)
-    canvas.text((8, top - 28), f"validation {metric}: mean ± std over seeds", fill="black", font=font)
-    canvas.text((left, 6), title, fill="black", font=font)
+    canvas.text((8, 22), f"validation {metric}: mean ± std over seeds", fill="black", font=font)
+    canvas.text((8, 6), title, fill="black", font=font)
     for i, (init, points) in enumerate(lines.items()):
         colour = COLOURS[i % len(COLOURS)]
         band = [xy(e, m + s) for e, m, s, _ in points] + [xy(e, m - s) for e, m, s, _ in reversed(points)]

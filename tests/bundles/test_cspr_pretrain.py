@@ -182,5 +182,5 @@ def test_learns_the_synthetic_classes_above_chance(tmp_path):
     root = tmp_path / "run"
     run_workflow(BUNDLE, "train", root, epochs=8, batch_size=16, synthetic_per_class=24)
     run_workflow(BUNDLE, "evaluate", root, epochs=8, batch_size=16, synthetic_per_class=24, output_dir=str(tmp_path))
-    metrics = dict(line.split("\t") for line in (tmp_path / "metrics.csv").read_text().splitlines())
+    metrics = dict(line.split(",") for line in (tmp_path / "metrics.csv").read_text().splitlines())
     assert float(metrics["val_accuracy"]) > 0.75
