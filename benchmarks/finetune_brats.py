@@ -350,7 +350,7 @@ def finetune(args, device, work: Path, run_name: str, datalist: Path, pretrained
         "val_interval": epochs,
         "patch_size": list(args.patch_size),
         "num_samples": 1,
-        "batch_size": args.batch_size,
+        "volumes_per_batch": args.batch_size,
         "sw_batch_size": args.sw_batch_size,
         "num_workers": args.workers,
         "learning_rate": args.learning_rate,

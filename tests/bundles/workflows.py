@@ -30,7 +30,7 @@ TINY = {
         "phantom_size": [32, 32, 24],
         "num_phantoms": 3,
         "num_samples": 2,
-        "batch_size": 2,
+        "volumes_per_batch": 2,
         "sw_batch_size": 8,
         "num_workers": 0,
         "epochs": 1,
@@ -39,7 +39,7 @@ TINY = {
         "genesis_features": 2,
         "patch_size": [16, 16, 16],
         "patch_phantom_size": [16, 16, 16],
-        "num_phantoms": 4,
+        "num_patch_phantoms": 4,
         "batch_size": 2,
         "num_workers": 0,
         "epochs": 1,
@@ -67,6 +67,11 @@ TINY = {
         "epochs": 1,
     },
 }
+
+
+# the tiny runs validate after every epoch, whatever configs/quick.json says
+for _settings in TINY.values():
+    _settings["val_interval"] = 1
 
 
 def config(bundle: str, name: str) -> str:
