@@ -1,4 +1,11 @@
-"""Load and export Models Genesis weights: the released checkpoint format and transfer into any network."""
+"""Load and export Models Genesis weights: the released checkpoint format and transfer into any network.
+
+Why not ``monai.networks.utils.copy_model_state``: it copies matching names and shapes, but a transfer from
+pretraining needs more: the released checkpoint's key names and ``module.`` prefix, a report of what was loaded,
+skipped (with the reason) and left fresh, a refusal when no learned weight tensor matched (a checkpoint of another
+width matches only counters and biases), loading of the encoder only, and a stem repeated over more input channels
+(Wald et al.). ``load_pretrained`` does these and leaves the copying of the tensors to ``load_state_dict``.
+"""
 
 from __future__ import annotations
 

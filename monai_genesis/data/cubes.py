@@ -1,4 +1,10 @@
-"""Cube data sets: every epoch serves fresh random cubes of every volume (the Genesis recipe's "scale")."""
+"""Cube data sets: every epoch serves fresh random cubes of every volume (the Genesis recipe's "scale").
+
+Why not ``monai.data.PatchDataset``: it applies a patch function to each volume and serves its samples in order,
+with no control of where the cubes lie. The Genesis recipe keeps cubes away from the border and, on chest CT, keeps
+lung-rich ones (``monai_genesis.transforms.RandCubeSamples``), and at scale the cubes are cut lazily from a store
+on disk (``monai_genesis.data.StoreCubeDataset``) rather than from volumes held in memory.
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,12 @@ uniform in ``[side // 6, side // 3]``. Out-painting fills the whole item with un
 original inside one box and up to 4 more (``while count < 4 and rand() < 0.95``), each of side
 ``side - randint(3 side // 7, 4 side // 7)``. Box positions keep a 3-voxel margin to the border
 (uniform in ``[3, side - size - 3]``). All bounds are inclusive, as in the original.
+
+Why not ``monai.transforms.RandCoarseDropout`` (with ``fill_value=None`` for noise, ``dropout_holes=False`` for
+out-painting): its holes may touch the border (no 3-voxel margin), its number of holes is fixed or uniform rather
+than the geometric ``0.95`` chain, its noise spans the image's own min and max rather than the declared value range,
+and one draw serves every channel, where Genesis draws boxes and noise per channel. It also works one image at a
+time; these box masks paint a whole batch on the device in one pass.
 """
 
 from __future__ import annotations
