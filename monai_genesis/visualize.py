@@ -24,6 +24,8 @@ from monai.data.utils import affine_to_spacing
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose, EnsureChannelFirst, LoadImage, Orientation, ScaleIntensityRange
 
+from monai_genesis.networks import unwrap_parallel
+
 __all__ = [
     "CONVENTION",
     "VIEWS",
@@ -424,7 +426,7 @@ def _restore_ras(network, ras, spacing, cube_size, corruption, sw_batch_size, ov
     tiles = slab.reshape(c, grid[0], cube[0], grid[1], cube[1], cube[2]).permute(1, 3, 0, 2, 4, 5)
     corrupted = _corrupt_cubes(corruption, tiles.reshape(-1, c, *cube))
     corrupted = corrupted.reshape(grid[0], grid[1], c, *cube).permute(2, 0, 3, 1, 4, 5).reshape(slab.shape)
-    net = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+    net = unwrap_parallel(network)
     device = next(net.parameters()).device
     training = net.training
     net.eval()

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from monai_genesis.errors import GenesisInputError
-from monai_genesis.networks import GenesisUNet
+from monai_genesis.networks import GenesisUNet, unwrap_parallel
 from monai_genesis.utils import file_digest
 
 __all__ = [
@@ -469,8 +469,7 @@ def load_pretrained(
     Returns:
         the :py:class:`TransferReport`.
     """
-    if isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        net = net.module
+    net = unwrap_parallel(net)
     if isinstance(checkpoint, Mapping):
         source, obj = "state dict", checkpoint
     else:

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_genesis.networks import unwrap_parallel
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
@@ -43,11 +45,6 @@ def check_pretrained(pretrained: str | None, finetune: str = "full") -> str:
         if not os.path.isfile(pretrained):
             raise ValueError(f"pretrained checkpoint {pretrained} does not exist; pass the path of a model.pt file.")
     return pretrained
-
-
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    """The module inside (Distributed)DataParallel, whose parameter names carry no ``module.`` prefix."""
-    return network.module if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else network
 
 
 class PretrainedLoader:
@@ -103,7 +100,7 @@ class PretrainedLoader:
 
         if self.finetune == "scratch" or self.report is not None:
             return
-        net = _unwrap(self.network)
+        net = unwrap_parallel(self.network)
         self.report = load_pretrained(
             net,
             self.pretrained,

@@ -2,7 +2,7 @@
 
 from monai_genesis.networks.classifier import GenesisClassifier
 from monai_genesis.networks.genesis_unet import GENESIS_NORMS, GenesisEncoder, GenesisUNet, GenesisUpBlock, genesis_norm
-from monai_genesis.networks.layers import EncoderFeatures, GenesisBatchNorm, NetWithActivation, make_activation
+from monai_genesis.networks.layers import EncoderFeatures, GenesisBatchNorm, NetWithActivation, make_activation, unwrap_parallel
 from monai_genesis.networks.resenc import RESENC_PRESETS, MaskedInstanceNorm, ResEncClassifier, ResEncoder, ResEncUNet
 from monai_genesis.networks.resnet import ResNet18Classifier, ResNet18Encoder, ResNetUNet
 
@@ -20,6 +20,7 @@ __all__ = [
     "ResNetUNet",
     "genesis_norm",
     "make_activation",
+    "unwrap_parallel",
     "MaskedInstanceNorm",
     "RESENC_PRESETS",
     "ResEncClassifier",

@@ -8,7 +8,7 @@ from monai.networks.layers.factories import Norm
 from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
-__all__ = ["EncoderFeatures", "GenesisBatchNorm", "NetWithActivation", "make_activation"]
+__all__ = ["EncoderFeatures", "GenesisBatchNorm", "NetWithActivation", "make_activation", "unwrap_parallel"]
 
 
 class GenesisBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -129,3 +129,9 @@ class EncoderFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's bottleneck of ``x``."""
         return self.net.encoder(x)[0]
+
+
+def unwrap_parallel(network: nn.Module) -> nn.Module:
+    """The module inside ``DataParallel`` or ``DistributedDataParallel`` (its parameter names carry no ``module.``
+    prefix), or ``network`` itself."""
+    return network.module if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else network

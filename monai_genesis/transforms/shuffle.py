@@ -12,8 +12,8 @@ to 7 voxels gets every permutation with equal probability (larger ones one of 64
 passes over about 2.5 × 10⁵ pairs per 64×64×32 cube, with one random number per block, on the CPU or the GPU.
 The blocks are drawn on the items' device, from a generator seeded by the transform's random state.
 
-Why not ``monai.transforms.RandCoarseShuffle``: it shuffles a handful of holes in place, each one over all channels
-of the image, and a later hole reads what an earlier one already shuffled. Genesis shuffles 10 000 small blocks per
+Why not ``monai.transforms.RandCoarseShuffle``: it shuffles a handful of holes in place, at the same places in every
+channel, and a later hole reads what an earlier one already shuffled. Genesis shuffles 10 000 small blocks per
 channel, each read from the unmodified input, with the side bounded by a tenth of the image; and the same kernel
 must shuffle a whole batch on the training device (``GenesisPrepareBatch``), which MONAI's per-image NumPy path
 does not do.
