@@ -12,7 +12,8 @@ full setting keeps 1 mm), its FLAIR scaled to [0, 1] by the 0.5–99.5 percentil
 the brain mask (``monai_genesis.transforms.ForegroundPercentileWindow``, the bundles' MRI setting) and set to 0
 outside, and cropped to the brain. A fixed pool of training patches (half centred on tumour, half on brain,
 ``RandCropByPosNegLabeld`` with a fixed seed) is cut from the training cases; each run trains on a seeded
-random 25%, 50% or 100% of that pool for the same number of optimisation steps, then the final network is
+random 25%, 50% or 100% of that pool for whole epochs until at least ``--steps`` optimisation steps are done
+(so a run makes up to one epoch more; the results record and print the steps each run made), then the final network is
 validated once, on the whole validation volumes (sliding window): Dice and IoU of the tumour.
 
 Initialisations:
@@ -335,7 +336,11 @@ def pretrain_resenc(args, device, work: Path, bundle: str, volumes: Path) -> dic
 
 def finetune(args, device, work: Path, run_name: str, datalist: Path, pretrained: str, seed: int, num_patches: int,
              init: str = "scratch") -> dict:
-    """One fine-tuning run of the segmentation bundle; returns the validation Dice and IoU of its final network."""
+    """One fine-tuning run of the segmentation bundle; returns the validation Dice and IoU of its final network.
+
+    The run trains whole epochs, the fewest that make ``args.steps`` steps: the bundle validates at the end of an
+    epoch, so stopping mid-epoch would skip the validation. ``steps`` in the result is what the trainer made.
+    """
     iters_per_epoch = math.ceil(num_patches / args.batch_size)
     epochs = max(1, math.ceil(args.steps / iters_per_epoch))
     deterministic = [
@@ -404,6 +409,7 @@ def summary_rows(runs: list[dict], inits: list[str], fractions: list[float]) -> 
             iou, iou_std = common.mean_std([r["iou"] for r in chosen])
             rows.append({
                 "init": init, "fraction": fraction, "patches": chosen[0]["patches"], "seeds": len(chosen),
+                "steps": sorted({r["steps"] for r in chosen}),
                 "dice_mean": dice, "dice_std": dice_std, "iou_mean": iou, "iou_std": iou_std,
             })
     return rows
@@ -415,15 +421,23 @@ LABELS = {"scratch": "scratch", "genesis_real": "Genesis, pretrained here (genes
           "genesis_resenc": "ResEnc, Genesis pretrained here (genesis_pretrain, no labels)"}
 
 
+def steps_words(steps) -> str:
+    """``"304"``, or ``"300–304"`` when the runs made different numbers of steps."""
+    if not steps:
+        return "0"
+    low, high = min(steps), max(steps)
+    return f"{low}" if low == high else f"{low}–{high}"
+
+
 def table(rows: list[dict]) -> str:
     lines = [
-        [LABELS[r["init"]], f"{100 * r['fraction']:.0f}% ({r['patches']})", common.fmt(r["dice_mean"], r["dice_std"]),
-         common.fmt(r["iou_mean"], r["iou_std"]), r["seeds"]]
+        [LABELS[r["init"]], f"{100 * r['fraction']:.0f}% ({r['patches']})", steps_words(r["steps"]),
+         common.fmt(r["dice_mean"], r["dice_std"]), common.fmt(r["iou_mean"], r["iou_std"]), r["seeds"]]
         for r in rows
     ]
     return common.markdown_table(
-        ["initialisation", "training patches", "Dice (mean ± std)", "IoU (mean ± std)", "seeds"], lines,
-        ["l", "r", "r", "r", "r"],
+        ["initialisation", "training patches", "steps run", "Dice (mean ± std)", "IoU (mean ± std)", "seeds"], lines,
+        ["l", "r", "r", "r", "r", "r"],
     )
 
 
@@ -457,7 +471,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int)
     common.add_norm_argument(parser)
     parser.add_argument("--sw-batch-size", type=int, help="windows per batch in validation")
-    parser.add_argument("--steps", type=int, help="optimisation steps of every fine-tuning run")
+    parser.add_argument("--steps", type=int, help="least optimisation steps of every fine-tuning run (whole epochs)")
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--pretrain-epochs", type=int)
     parser.add_argument("--pretrain-cubes", type=int, help="cubes per volume and pretraining epoch")
@@ -555,11 +569,13 @@ def main(argv=None) -> dict:
                     logger.info(f"{name}: Dice {result['dice']:.3f}, IoU {result['iou']:.3f} ({result['seconds']:.0f} s)")
         rows = summary_rows(runs, inits, args.fractions)
         norm = common.run_norm(BUNDLE, args.norm)
+        steps_run = sorted({r["steps"] for r in runs})
         spacing = "native" if not args.spacing else "×".join(f"{v:g}" for v in args.spacing) + " mm"
         text = table(rows) + (
             f"\n\nSetting {args.setting}: GenesisUNet features {args.features} (norm {norm!r}), {args.device} with {torch.get_num_threads()} "
             f"torch threads; patches {'×'.join(map(str, args.patch_size))} at {spacing}, a pool of {len(data['pool'])} "
-            f"from {', '.join(c['case'] for c in data['training'])}; {args.steps} steps of batch {args.batch_size} per run; "
+            f"from {', '.join(c['case'] for c in data['training'])}; {steps_words(steps_run)} steps of batch {args.batch_size} per run "
+            f"(whole epochs, the fewest that make the {args.steps} steps asked for); "
             f"Dice and IoU of the final network on the whole volumes of {', '.join(c['case'] for c in data['validation'])}."
         )
         if pretraining and not pretraining.get("reused"):
@@ -594,7 +610,8 @@ def main(argv=None) -> dict:
                 "patch_size": list(args.patch_size),
                 "patch_pool": len(data["pool"]),
                 "batch_size": args.batch_size,
-                "steps": args.steps,
+                "steps_requested": args.steps,
+                "steps_run": steps_run,
                 "learning_rate": args.learning_rate,
                 "fractions": args.fractions,
                 "seeds": args.seeds,
