@@ -17,3 +17,15 @@ def shared_data():
 @pytest.fixture(scope="session")
 def repo_root():
     return REPO_ROOT
+
+
+# folders whose tests run whole bundles, subprocesses, torchrun ranks or benchmarks: the full suite runs them,
+# the fast one (`pytest -m "not slow"`) leaves them out
+SLOW_FOLDERS = ("bundles", "packaging", "distributed", "benchmarks")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(REPO_ROOT / "tests").parts
+        if len(parts) > 1 and parts[0] in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)

@@ -146,6 +146,7 @@ def test_preview_writes_a_labelled_grid_and_keeps_an_existing_file(tmp_path):
         preview(str(_ras_and_twin(tmp_path)[0]), out=out)
 
 
+@pytest.mark.slow
 def test_preview_cli(tmp_path):
     out = tmp_path / "cli.png"
     cmd = [sys.executable, "-m", "monai_genesis", "preview", "--image", str(_ras_and_twin(tmp_path)[0]), "--out", str(out)]
@@ -158,6 +159,7 @@ def test_preview_of_a_missing_file(tmp_path):
         preview(str(tmp_path / "none.nii.gz"))
 
 
+@pytest.mark.slow
 def test_real_dicom_and_its_nifti_preview_alike(shared_data, tmp_path):
     from monai.transforms import LoadImage
 
@@ -189,6 +191,7 @@ def test_real_ct_and_organ_map_agree_in_the_radiological_view(shared_data):
     assert (ct_view.pixels[seg_view.pixels > 0] > -500).mean() > 0.95
 
 
+@pytest.mark.slow
 def test_preview_of_a_dicom_folder(shared_data, tmp_path):
     out = preview(str(shared_data / "totalsegmentator" / "example_ct_dicom"), out=str(tmp_path / "d.png"), pipelines=1)
     assert Image.open(out).width > 1000
@@ -277,6 +280,7 @@ def test_slice_restoration_picture_has_three_titled_columns_on_one_window():
         slice_restoration_picture(_Identity(), volume, (16, 16, 8), lambda c: c, titles=("a", "b"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, flag", [("preview", "--window"), ("package", "--bundle")])
 def test_cli_help(command, flag):
     done = subprocess.run(

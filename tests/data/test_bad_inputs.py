@@ -144,6 +144,7 @@ def test_ct_setting_warns_on_volumes_without_negative_values(caplog):
     assert "without a negative value, unlike CT" in caplog.text and "--intensity mri" in caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(SHARED), reason="needs ../shared/data")
 def test_ct_rule_on_real_scans(caplog):
     ct = [os.path.join(SHARED, "chest_ct", "chest_ct_0.nii.gz"), os.path.join(SHARED, "totalsegmentator", "example_ct.nii.gz")]

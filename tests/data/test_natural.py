@@ -173,6 +173,7 @@ def volumes(items, shuffle):
     return torch.as_tensor(x), torch.as_tensor([d["label"] for d in items])
 
 
+@pytest.mark.slow
 def test_synthetic_classes_are_learnt_through_colour_shuffles_and_not_by_colour():
     splits, num_classes = synthetic_natural_images(seed=0)
     # the mean colour of an image tells nothing of its class: nearest class centroid is near chance

@@ -192,6 +192,7 @@ def test_real_ct_within_quantisation(tmp_path):
     assert np.abs(read_store_volume(index, SHARED_CT) - old).max() <= 1 / 65535 / 2 + 1e-7
 
 
+@pytest.mark.slow
 def test_prepare_runs_as_a_command(tmp_path, volumes):
     from tests.packaging.helpers import run_cli
 

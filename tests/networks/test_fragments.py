@@ -62,6 +62,7 @@ def pretrain(net, shape, steps=2, seed=0):
     return out.detach(), losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FRAGMENTS)
 def test_fragment_pretrains_and_transfers_to_segmentation_twin(repo_root, tmp_path, name):
     torch.manual_seed(0)

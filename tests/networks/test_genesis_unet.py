@@ -56,6 +56,7 @@ def test_released_batch_norm_uses_batch_statistics_in_eval_and_updates_running_s
         bn(torch.randn(2, 4))
 
 
+@pytest.mark.slow
 def test_eval_output_of_one_input_depends_on_its_batch_only_with_the_released_norm():
     """Why the fine-tuning bundles use ``norm="batch"``: sliding-window inference groups windows into batches."""
     torch.manual_seed(0)
@@ -136,6 +137,7 @@ def test_classifier_shape_and_encoder_names():
     assert GenesisClassifier().head[0].in_features == 512
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["genesis", "instance"])
 def test_torchscript_export(norm):
     torch.manual_seed(0)

@@ -5,6 +5,7 @@ from monai.networks.nets import BasicUNet
 from monai_genesis.networks import NetWithActivation, make_activation
 
 
+@pytest.mark.slow
 def test_net_with_activation_keeps_names_and_applies_activation():
     torch.manual_seed(0)
     net = BasicUNet(3, 1, 2, features=(4, 4, 8, 8, 16, 4))

@@ -75,6 +75,7 @@ def test_presets():
         ResEncUNet.preset("XL")
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_forward_shapes_3d_and_2d():
     net3 = ResEncUNet.preset("cpu", out_channels=2).eval()
@@ -146,6 +147,7 @@ def test_masked_instance_norm_uses_visible_voxels_only():
     assert torch.allclose(norm(x, torch.ones(2, 1, 6, 6)), ref(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_s3d_encoder_ignores_masked_voxels():
     torch.manual_seed(0)
     sparse = ResEncUNet(**SMALL, sparse=True).eval()
@@ -174,6 +176,7 @@ def test_s3d_encoder_ignores_masked_voxels():
     assert torch.equal(keeps[-1], 1 - coarse) and 0 < keeps[-1].mean() < 1
 
 
+@pytest.mark.slow
 def test_s3d_statistics_differ_from_dense_on_zero_filled_input_and_match_without_mask():
     torch.manual_seed(1)
     sparse = ResEncUNet(spatial_dims=2, **SMALL, sparse=True).eval()
@@ -201,6 +204,7 @@ def test_pretrained_encoder_loads_by_name_into_a_dense_twin():
         assert torch.equal(twin.encoder(x)[0], sparse.encoder(x)[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sparse", [False, True])
 def test_trains_in_supervised_trainer(sparse):
     torch.manual_seed(0)

@@ -41,6 +41,7 @@ def test_depth_stride_changes_strides_only(pretraining_classifier):
     assert [len(s) for s in (flat.layer1, flat.layer2, flat.layer3, flat.layer4)] == [2, 2, 2, 2]
 
 
+@pytest.mark.slow
 def test_output_shapes_with_and_without_depth_stride(pretraining_classifier):
     flat = pretraining_classifier.eval()
     with torch.no_grad():
@@ -60,6 +61,7 @@ def test_output_shapes_with_and_without_depth_stride(pretraining_classifier):
         assert deep(torch.rand(1, 1, 32, 32, 32)).shape == (1, 2)
 
 
+@pytest.mark.slow
 def test_monai_resnet18_weights_load_unchanged():
     monai_net = resnet18(
         n_input_channels=1, conv1_t_stride=2, shortcut_type="B", bias_downsample=False, feed_forward=False
@@ -70,6 +72,7 @@ def test_monai_resnet18_weights_load_unchanged():
     assert torch.equal(encoder.layer4[1].conv2.weight, monai_net.layer4[1].conv2.weight)
 
 
+@pytest.mark.slow
 def test_pretrained_classifier_loads_into_target_classifier_and_unet(pretraining_classifier, tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"model": pretraining_classifier.state_dict()}, path)

@@ -49,6 +49,7 @@ def ct_cubes(shared_data):
     return chest_ct_cubes(shared_data / "chest_ct" / "chest_ct_0.nii.gz", n=64, seed=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(REFERENCE))
 def test_matches_the_reference_table_on_chest_ct(ct_cubes, name):
     assert 0.3 < ct_cubes.mean() < 0.42  # the reference's input mean is 0.352
@@ -58,6 +59,7 @@ def test_matches_the_reference_table_on_chest_ct(ct_cubes, name):
     assert abs(mac - ref_mac) <= spread_mac, (mac, ref_mac)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(REFERENCE))
 def test_matches_the_literal_loop_on_synthetic_cubes(name):
     cubes = [smooth_cube(i, (1, 40, 40, 20)) for i in range(24)]

@@ -13,6 +13,7 @@ from monai_genesis.transforms import RandGenesisCorruption, RandGenesisCorruptio
 from .helpers import smooth_cube
 
 
+@pytest.mark.slow
 def test_rates_of_each_corruption():
     c = RandGenesisCorruption()
     c.set_random_state(0)

@@ -118,6 +118,7 @@ def test_blocks_touching_keeps_exactly_the_blocks_overlapping_a_used_box():
     assert 0 < keep.float().mean() < 1
 
 
+@pytest.mark.slow
 def test_pipeline_shuffles_the_kept_boxes_as_the_shuffle_alone():
     from monai_genesis.transforms import RandGenesisCorruption
     from monai_genesis.transforms.painting import box_mask
