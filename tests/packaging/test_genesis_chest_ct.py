@@ -104,11 +104,12 @@ def test_download_large_files_load_package_and_run(tmp_path, repo_root, serve_di
     zip_path = package(bundle, out=tmp_path / "dist")
     dist_base = serve_dir(tmp_path / "dist")
     downloads = tmp_path / "downloads"
-    download(name=NAME, version="0.1.0", url=f"{dist_base}/{NAME}_v0.1.0.zip", bundle_dir=downloads, progress=False)
+    version = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
+    download(name=NAME, version=version, url=f"{dist_base}/{NAME}_v{version}.zip", bundle_dir=downloads, progress=False)
     fetched = downloads / NAME
     assert not (fetched / "large_files.json").exists()
     assert (fetched / "models" / "Genesis_Chest_CT.pt").read_bytes() == path.read_bytes()
-    assert zip_path.endswith(f"{NAME}_v0.1.0.zip")
+    assert zip_path.endswith(f"{NAME}_v{version}.zip")
 
     loaded = load(
         name=NAME,
