@@ -201,12 +201,11 @@ def test_missing_dataset_dir_and_unreadable_volume_are_named(tmp_path):
 
 
 def test_ct_window_is_an_option(tmp_path):
-    workflow = make_workflow(BUNDLE, "train", tmp_path, intensity="ct")
-    (scale,) = [t for t in workflow.parser.get_parsed_content("train#deterministic_transforms")
-                if type(t).__name__ == "ApplyIntensitySettingd"]
-    assert scale.setting == "ct"
-    default = make_workflow(BUNDLE, "train", tmp_path / "z").parser.get_parsed_content("train#deterministic_transforms")
-    assert [t.setting for t in default if type(t).__name__ == "ApplyIntensitySettingd"] == ["zscore"]
+    # the store records the setting each volume was scaled with
+    store = make_workflow(BUNDLE, "train", tmp_path, intensity="ct").parser.get_parsed_content("store")
+    assert {r["settings"]["intensity"] for r in store["volumes"].values()} == {"ct"}
+    default = make_workflow(BUNDLE, "train", tmp_path / "z").parser.get_parsed_content("store")
+    assert {r["settings"]["intensity"] for r in default["volumes"].values()} == {"zscore"}
 
 
 def test_quick_settings_fit_the_resenc_network():
