@@ -11,6 +11,7 @@ import torch
 from monai.engines.utils import PrepareBatch
 from monai.transforms import Randomizable
 
+from monai_genesis.engines.prepare_batch import images_on_device
 from monai_genesis.transforms.masking import RandBlockMask
 
 __all__ = ["MaskedPrepareBatch"]
@@ -65,18 +66,7 @@ class MaskedPrepareBatch(PrepareBatch, Randomizable):
         **kwargs,
     ) -> tuple:
         """Mask ``batchdata[image_key]`` (or a tensor batch) on ``device``; returns ``(masked, cat([clean, mask]))``."""
-        if isinstance(batchdata, Mapping):
-            if self.image_key not in batchdata:
-                raise KeyError(
-                    f"MaskedPrepareBatch: key '{self.image_key}' not in the batch, which has keys {list(batchdata)}; "
-                    "set image_key=."
-                )
-            images = batchdata[self.image_key]
-        else:
-            images = batchdata
-        images = torch.as_tensor(images).to(device=device, non_blocking=non_blocking, **kwargs)
-        if hasattr(images, "as_tensor"):
-            images = images.as_tensor()
+        images = images_on_device(batchdata, self.image_key, type(self).__name__, device, non_blocking, **kwargs)
         with torch.no_grad():
             masked, mask = self.masking.mask_batch(images)
             target = torch.cat([images, mask.to(images.dtype)], dim=1)

@@ -14,7 +14,35 @@ from monai.transforms import Randomizable
 from monai_genesis.config import as_bool
 from monai_genesis.transforms import RandGenesisCorruption
 
-__all__ = ["GenesisPrepareBatch"]
+__all__ = ["GenesisPrepareBatch", "images_on_device"]
+
+
+def images_on_device(
+    batchdata: Mapping[str, Any] | torch.Tensor,
+    image_key: str,
+    name: str,
+    device: str | torch.device | None = None,
+    non_blocking: bool = False,
+    **kwargs,
+) -> torch.Tensor:
+    """The images ``batchdata[image_key]`` (or a tensor batch) as a plain tensor on ``device``.
+
+    Args:
+        batchdata: the loader's batch, a dictionary or a tensor.
+        image_key: key of the images in a dictionary batch.
+        name: the caller's name, for the error when the key is missing.
+        device: where to move the images.
+        non_blocking: passed to ``Tensor.to``.
+        kwargs: other arguments of ``Tensor.to``.
+    """
+    if isinstance(batchdata, Mapping):
+        if image_key not in batchdata:
+            raise KeyError(
+                f"{name}: key '{image_key}' not in the batch, which has keys {list(batchdata)}; set image_key=."
+            )
+        batchdata = batchdata[image_key]
+    images = torch.as_tensor(batchdata).to(device=device, non_blocking=non_blocking, **kwargs)
+    return images.as_tensor() if hasattr(images, "as_tensor") else images
 
 
 class GenesisPrepareBatch(PrepareBatch, Randomizable):
@@ -66,17 +94,6 @@ class GenesisPrepareBatch(PrepareBatch, Randomizable):
         """Corrupt ``batchdata[image_key]`` (or a tensor batch) on ``device``; returns ``(corrupted, clean)``."""
         if not self.corrupt:
             return default_prepare_batch(batchdata, device, non_blocking, **kwargs)
-        if isinstance(batchdata, Mapping):
-            if self.image_key not in batchdata:
-                raise KeyError(
-                    f"GenesisPrepareBatch: key '{self.image_key}' not in the batch, which has keys {list(batchdata)}; "
-                    "set image_key=."
-                )
-            images = batchdata[self.image_key]
-        else:
-            images = batchdata
-        images = torch.as_tensor(images).to(device=device, non_blocking=non_blocking, **kwargs)
-        if hasattr(images, "as_tensor"):
-            images = images.as_tensor()
+        images = images_on_device(batchdata, self.image_key, type(self).__name__, device, non_blocking, **kwargs)
         with torch.no_grad():
             return self.corruption.corrupt_batch(images)
