@@ -1,9 +1,5 @@
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import nibabel as nib
 import numpy as np
@@ -11,7 +7,7 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from tests.bundles.workflows import QUICK, REPO, TINY, config, make_workflow, root_cause, run_workflow
+from tests.bundles.workflows import REPO, TINY, config, kill_and_resume, make_workflow, root_cause, run_workflow
 
 BUNDLE = "genesis_pretrain"
 
@@ -122,26 +118,7 @@ def test_resume_without_checkpoint_errors(tmp_path):
 
 
 def test_killed_run_resumes(tmp_path):
-    args = [f"--{key}={json.dumps(value).replace(' ', '')}" for key, value in TINY[BUNDLE].items()]
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run",
-        "--config_file", f"['{config(BUNDLE, 'train')}','{QUICK}']",
-        "--bundle_root", str(tmp_path), "--epochs", "100", *args,
-    ]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while not list((tmp_path / "models").glob("resume_checkpoint_epoch=*.pt")) and time.time() < deadline:
-            assert proc.poll() is None, "the training stopped before saving its first epoch"
-            time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    saved = max(int(p.stem.split("=")[1]) for p in (tmp_path / "models").glob("resume_checkpoint_epoch=*.pt"))
-    workflow = make_workflow(BUNDLE, "train", tmp_path, epochs=saved + 1, resume=True)
-    epochs = []
-    workflow.trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
-    workflow.run()
+    saved, epochs = kill_and_resume(BUNDLE, tmp_path, timeout=120)
     assert epochs == [saved + 1]
 
 

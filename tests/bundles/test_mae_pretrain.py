@@ -2,10 +2,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +11,17 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 
-from tests.bundles.workflows import BUNDLES, QUICK, REPO, TINY, config, make_workflow, root_cause, run_workflow
+from tests.bundles.workflows import (
+    BUNDLES,
+    QUICK,
+    REPO,
+    TINY,
+    config,
+    kill_and_resume,
+    make_workflow,
+    root_cause,
+    run_workflow,
+)
 
 BUNDLE = "mae_pretrain"
 SCHEMA = Path(__file__).with_name("metadata_schema.json")
@@ -165,23 +171,7 @@ def test_resume_continues_at_the_saved_epoch(mae_run, tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes(tmp_path):
-    args = [f"--{key}={json.dumps(value).replace(' ', '')}" for key, value in TINY[BUNDLE].items()]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['{config(BUNDLE, 'train')}','{QUICK}']",
-           "--bundle_root", str(tmp_path), "--epochs", "100", *args]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 180
-        while not list((tmp_path / "models").glob("resume_checkpoint_epoch=*.pt")) and time.time() < deadline:
-            assert proc.poll() is None, "the training stopped before saving its first epoch"
-            time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    saved = max(int(p.stem.split("=")[1]) for p in (tmp_path / "models").glob("resume_checkpoint_epoch=*.pt"))
-    workflow = make_workflow(BUNDLE, "train", tmp_path, epochs=saved + 1, resume=True)
-    epochs = []
-    workflow.trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
-    workflow.run()
+    saved, epochs = kill_and_resume(BUNDLE, tmp_path, timeout=180)
     assert epochs == [saved + 1]
 
 

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,3 +121,28 @@ def root_cause(error: BaseException) -> BaseException:
     while error.__cause__ is not None:
         error = error.__cause__
     return error
+
+
+def kill_and_resume(bundle: str, root: Path, timeout: float = 180.0) -> tuple[int, list[int]]:
+    """Train ``bundle`` from the command line, kill it once it has saved an epoch, resume one more epoch in process.
+
+    Returns the last saved epoch and the epochs the resumed run started.
+    """
+    args = [f"--{key}={json.dumps(value).replace(' ', '')}" for key, value in TINY[bundle].items()]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['{config(bundle, 'train')}','{QUICK}']",
+           "--bundle_root", str(root), "--epochs", "100", *args]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout
+        while not list((root / "models").glob("resume_checkpoint_epoch=*.pt")) and time.time() < deadline:
+            assert proc.poll() is None, "the training stopped before saving its first epoch"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = max(int(p.stem.split("=")[1]) for p in (root / "models").glob("resume_checkpoint_epoch=*.pt"))
+    workflow = make_workflow(bundle, "train", root, epochs=saved + 1, resume=True)
+    epochs: list[int] = []
+    workflow.trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
+    workflow.run()
+    return saved, epochs
