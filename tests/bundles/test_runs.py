@@ -1,9 +1,7 @@
 """An earlier run's results are never replaced unless asked; every training bundle resumes."""
 
-import os
 
 import pytest
-import torch
 
 from tests.bundles.workflows import QUICK, TINY, config, make_workflow, root_cause, run_workflow
 from tests.packaging.helpers import run_cli
