@@ -1,6 +1,5 @@
 """An earlier run's results are never replaced unless asked; every training bundle resumes."""
 
-
 import pytest
 
 from tests.bundles.workflows import QUICK, TINY, config, make_workflow, root_cause, run_workflow
