@@ -35,7 +35,7 @@ TINY = {
         "genesis_features": 2,
         "patch_size": [16, 16, 16],
         "phantom_size": [32, 32, 24],
-        "num_phantoms": 3,
+        "num_label_phantoms": 3,
         "num_samples": 2,
         "volumes_per_batch": 2,
         "sw_batch_size": 8,

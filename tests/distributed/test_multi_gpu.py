@@ -138,7 +138,7 @@ def test_segmentation_two_ranks_frozen_encoder(tmp_path, repo_root):
     run_root.mkdir()
     run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
              "--config_file", _configs(repo_root, "genesis_segmentation", probe), "--bundle_root", str(run_root),
-             "--pretrained", str(pretrained), "--finetune", "frozen_encoder", "--epochs", "2", "--val_interval", "1", "--num_phantoms", "4", "--phantom_size", "[48, 48, 32]"], cwd=repo_root)
+             "--pretrained", str(pretrained), "--finetune", "frozen_encoder", "--epochs", "2", "--val_interval", "1", "--num_label_phantoms", "4", "--phantom_size", "[48, 48, 32]"], cwd=repo_root)
 
     ranks = _ranks(tmp_path / "probe")
     assert ranks[0]["corrupted"]
