@@ -315,7 +315,6 @@ def pretrain_resenc(args, device, work: Path, bundle: str, volumes: Path) -> dic
     extra = []
     if bundle == "mae_pretrain":
         overrides.update(mask_block_size=args.mask_block_size)
-        overrides.update({"train#volumes#progress": False, "validate#dataset#progress": False})
     else:
         # nnssl's Genesis on ResEnc: SGD 1e-2 (the GenesisUNet's 1.0 is far too large for this network)
         overrides["learning_rate"] = 0.01
