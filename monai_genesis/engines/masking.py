@@ -5,19 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
-from monai.engines.utils import PrepareBatch
-from monai.transforms import Randomizable
 
-from monai_genesis.engines.prepare_batch import images_on_device
+from monai_genesis.engines.prepare_batch import SeededPrepareBatch, images_on_device
 from monai_genesis.transforms.masking import RandBlockMask
 
 __all__ = ["MaskedPrepareBatch"]
 
 
-class MaskedPrepareBatch(PrepareBatch, Randomizable):
+class MaskedPrepareBatch(SeededPrepareBatch):
     """Move a batch of clean images to the engine's device and block-mask every sample there, each with its own draw.
 
     The masking is the kernel of :py:class:`monai_genesis.transforms.RandBlockMask`, vectorised over the batch.
@@ -38,6 +35,8 @@ class MaskedPrepareBatch(PrepareBatch, Randomizable):
         seed: seed of the random state.
     """
 
+    transform_attribute = "masking"
+
     def __init__(
         self,
         masking: RandBlockMask | None = None,
@@ -48,15 +47,7 @@ class MaskedPrepareBatch(PrepareBatch, Randomizable):
         self.masking = RandBlockMask() if masking is None else masking
         self.image_key = image_key
         self.mask_kwarg = mask_kwarg
-        self.set_random_state(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        super().set_random_state(seed, state)
-        self.masking.set_random_state(state=self.R)
-        return self
-
-    def randomize(self, data: Any = None) -> None:
-        """Masks are drawn per batch in :py:meth:`__call__`."""
+        self.seed(seed)
 
     def __call__(
         self,

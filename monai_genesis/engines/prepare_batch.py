@@ -14,7 +14,7 @@ from monai.transforms import Randomizable
 from monai_genesis.config import as_bool
 from monai_genesis.transforms import RandGenesisCorruption
 
-__all__ = ["GenesisPrepareBatch", "images_on_device"]
+__all__ = ["GenesisPrepareBatch", "SeededPrepareBatch", "images_on_device"]
 
 
 def images_on_device(
@@ -45,7 +45,30 @@ def images_on_device(
     return images.as_tensor() if hasattr(images, "as_tensor") else images
 
 
-class GenesisPrepareBatch(PrepareBatch, Randomizable):
+class SeededPrepareBatch(PrepareBatch, Randomizable):
+    """Base of the prepare-batches that draw on the device from a transform of their own, seeded once.
+
+    Without a seed the random state is seeded from torch's global generator when the object is made, so
+    ``monai.utils.set_determinism`` makes runs repeatable; ``set_random_state`` reaches the transform too.
+    Subclasses name the transform in ``transform_attribute``.
+    """
+
+    transform_attribute = ""
+
+    def seed(self, seed: int | None) -> None:
+        """Seed the random state with ``seed``, or from torch's global generator when it is None."""
+        self.set_random_state(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        getattr(self, self.transform_attribute).set_random_state(state=self.R)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        """Parameters are drawn per batch in ``__call__``."""
+
+
+class GenesisPrepareBatch(SeededPrepareBatch):
     """Move a batch of clean images to the engine's device and corrupt every sample there in one pass.
 
     With it the data loader only loads and crops; the corruption (the same code as
@@ -64,6 +87,8 @@ class GenesisPrepareBatch(PrepareBatch, Randomizable):
             does. A bundle switches both with one setting (``corrupt_on_device``).
     """
 
+    transform_attribute = "corruption"
+
     def __init__(
         self,
         corruption: RandGenesisCorruption | None = None,
@@ -74,15 +99,7 @@ class GenesisPrepareBatch(PrepareBatch, Randomizable):
         self.corruption = RandGenesisCorruption() if corruption is None else corruption
         self.image_key = image_key
         self.corrupt = as_bool(corrupt, "corrupt_on_device")
-        self.set_random_state(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        super().set_random_state(seed, state)
-        self.corruption.set_random_state(state=self.R)
-        return self
-
-    def randomize(self, data: Any = None) -> None:
-        """Parameters are drawn per batch in :py:meth:`__call__`."""
+        self.seed(seed)
 
     def __call__(
         self,
