@@ -3,7 +3,8 @@
     python benchmarks/finetune_brats.py [--setting smoke|reduced|full] [--device cpu|cuda]
         [--data BRATS_ROOT --train-cases pat0005 pat0006 --val-cases pat0003 pat0004 | --datalist JSON]
         [--pretrain-data FILE_OR_FOLDER ...] [--genesis-chest-ct Genesis_Chest_CT.pt]
-        [--inits scratch genesis_real genesis_chest_ct] [--fractions 0.25 0.5 1.0] [--seeds 0 1 2]
+        [--inits scratch genesis_real genesis_chest_ct resnet18_scratch cspr] [--cspr-checkpoint model.pt]
+        [--fractions 0.25 0.5 1.0] [--seeds 0 1 2]
         [--features F] [--steps N] [--norm batch|genesis|instance] [--results DIR]
 
 The task of the paper's BMS target (BraTS 2013 FLAIR, whole tumour = every label > 0). Preparation, done once
@@ -30,7 +31,14 @@ Initialisations:
   volumes (masked image modelling), the decoder fresh;
 - ``genesis_resenc``: the encoder and stem of a ``genesis_pretrain`` run of the same ResEnc network on the same
   volumes, transferred like the MAE arm, so that it differs from ``mae_resenc`` only in the pretext task and from
-  ``genesis_real`` in the network.
+  ``genesis_real`` in the network;
+- ``resnet18_scratch`` and ``cspr``: the U-Net around the 3D ResNet-18 of CSPR (``configs/networks/resnet18_unet.json``,
+  decoder widths ``--resnet-decoder``) from random weights, or with the encoder of a ``cspr_pretrain`` checkpoint
+  (``--cspr-checkpoint``, pretrained with labels on 2D photos), the decoder fresh. The network needs sides divisible
+  by 32, so these arms cut their own pool of ``--resnet-patch-size`` patches from the same cases with the same
+  pool seed, and choose the same shares of it with the same seeds. They validate ``--curve-points`` times per run
+  (every ``val_interval`` epochs, the run rounded up to whole intervals so that the final network is among them)
+  and record the curve (``history``) for ``benchmarks/plot_learning_curves.py``.
 
 Training, validation, metrics and the transfer of weights are the bundles' own (``ConfigWorkflow`` of
 ``bundles/genesis_segmentation/configs/train.json`` with overrides: the datalist, sizes, ``out_channels`` 2,
@@ -56,9 +64,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import common
 
 BUNDLE = "genesis_segmentation"
-INITS = ("scratch", "genesis_real", "genesis_chest_ct", "scratch_resenc", "mae_resenc", "genesis_resenc")
+INITS = ("scratch", "genesis_real", "genesis_chest_ct", "scratch_resenc", "mae_resenc", "genesis_resenc",
+         "resnet18_scratch", "cspr")
 RESENC_INITS = ("scratch_resenc", "mae_resenc", "genesis_resenc")
+RESNET_INITS = ("resnet18_scratch", "cspr")
 RESENC_PRESET = common.REPO / "configs" / "networks" / "resenc_l.json"
+RESNET_PRESET = common.REPO / "configs" / "networks" / "resnet18_unet.json"
+RESNET_DOWNSAMPLING = 32
 BRATS = common.SHARED_DATA / "brats2013"
 RELEASED = common.BUNDLES / "genesis_chest_ct" / "models" / "Genesis_Chest_CT.pt"
 PRESETS = {
@@ -67,18 +79,21 @@ PRESETS = {
         "batch_size": 2, "steps": 2, "learning_rate": 1e-3, "seeds": [0], "fractions": [0.5, 1.0],
         "pretrain_epochs": 1, "pretrain_cubes": 2, "pretrain_batch": 2, "sw_batch_size": 4,
         "resenc_features": [2, 4, 4, 4, 4, 4], "mask_block_size": 8,
+        "resnet_patch_size": [32, 32, 32], "resnet_decoder": [8, 8, 8, 8, 8], "curve_points": 2,
     },
     "reduced": {
         "threads": 1, "features": 4, "patch_size": [32, 32, 16], "spacing": [2.0, 2.0, 2.0], "patches_per_case": 32,
         "batch_size": 4, "steps": 300, "learning_rate": 1e-3, "seeds": [0, 1, 2, 3, 4], "fractions": [0.25, 0.5, 1.0],
         "pretrain_epochs": 30, "pretrain_cubes": 12, "pretrain_batch": 6, "sw_batch_size": 4,
         "resenc_features": [4, 8, 16, 32, 32, 32], "mask_block_size": 8,
+        "resnet_patch_size": [32, 32, 32], "resnet_decoder": [64, 32, 16, 8, 8], "curve_points": 10,
     },
     "full": {
         "threads": 0, "features": 32, "patch_size": [64, 64, 32], "spacing": None, "patches_per_case": 64,
         "batch_size": 4, "steps": 250, "learning_rate": 1e-3, "seeds": [0, 1, 2], "fractions": [0.25, 0.5, 1.0],
         "pretrain_epochs": 30, "pretrain_cubes": 16, "pretrain_batch": 6, "sw_batch_size": 16,
         "resenc_features": [32, 64, 128, 256, 320, 320], "mask_block_size": 16,
+        "resnet_patch_size": [64, 64, 32], "resnet_decoder": [256, 128, 64, 32, 16], "curve_points": 10,
     },
 }
 # unlabelled volumes of ../shared/data for the pretraining, with the intensity setting of each
@@ -224,7 +239,7 @@ def prepare_data(args, work: Path) -> dict:
         names = (args.image_name, args.label_name, args.mask_name)
         train_cases = brats_cases(args.data, args.train_cases, *names)
         val_cases = brats_cases(args.data, args.val_cases, *names)
-    for sub in ("volumes", "patches", "pretrain", "runs", "pretrain_run"):
+    for sub in ("volumes", "patches", "patches_resnet", "pretrain", "runs", "pretrain_run"):
         # the benchmark's own sub-folders: nothing of an earlier run may leak into this one
         shutil.rmtree(work / sub, ignore_errors=True)
     for sub in ("volumes", "patches", "pretrain"):
@@ -246,6 +261,13 @@ def prepare_data(args, work: Path) -> dict:
         [{"case": c["case"], "image": c["image_tensor"], "label": c["label_tensor"]} for c in prepared["training"]],
         args.patch_size, args.patches_per_case, work / "patches", seed=args.pool_seed,
     )
+    resnet_pool = pool
+    if set(RESNET_INITS) & set(args.inits) and list(args.resnet_patch_size) != list(args.patch_size):
+        (work / "patches_resnet").mkdir(parents=True, exist_ok=True)
+        resnet_pool = patch_pool(
+            [{"case": c["case"], "image": c["image_tensor"], "label": c["label_tensor"]} for c in prepared["training"]],
+            args.resnet_patch_size, args.patches_per_case, work / "patches_resnet", seed=args.pool_seed,
+        )
     pretrain = []
     if ("genesis_real" in args.inits and not args.pretrained_checkpoint) or {"mae_resenc", "genesis_resenc"} & set(args.inits):
         sources = pretrain_sources(args, train_cases)
@@ -258,6 +280,7 @@ def prepare_data(args, work: Path) -> dict:
         "training": [{k: v for k, v in c.items() if k not in strip} for c in prepared["training"]],
         "validation": [{k: v for k, v in c.items() if k not in strip} for c in prepared["validation"]],
         "pool": pool,
+        "resnet_pool": resnet_pool,
         "pretrain_volumes": pretrain,
     }
 
@@ -342,6 +365,12 @@ def finetune(args, device, work: Path, run_name: str, datalist: Path, pretrained
     """
     iters_per_epoch = math.ceil(num_patches / args.batch_size)
     epochs = max(1, math.ceil(args.steps / iters_per_epoch))
+    resnet = init in RESNET_INITS
+    interval = epochs
+    if resnet:
+        # ``curve_points`` validations, the last of them on the final network
+        interval = max(1, math.ceil(epochs / max(1, args.curve_points)))
+        epochs = interval * math.ceil(epochs / interval)
     deterministic = [
         t for t in common.read_bundle_item(BUNDLE, "train#deterministic_transforms")
         if not (isinstance(t, str) and "intensity_transform" in t)
@@ -351,8 +380,8 @@ def finetune(args, device, work: Path, run_name: str, datalist: Path, pretrained
         "device": common.device_override(device),
         "seed": seed,
         "epochs": epochs,
-        "val_interval": epochs,
-        "patch_size": list(args.patch_size),
+        "val_interval": interval,
+        "patch_size": list(args.resnet_patch_size if resnet else args.patch_size),
         "num_samples": 1,
         "volumes_per_batch": args.batch_size,
         "sw_batch_size": args.sw_batch_size,
@@ -375,8 +404,24 @@ def finetune(args, device, work: Path, run_name: str, datalist: Path, pretrained
         # the pretrained arms of the ResEnc network transfer the stem and encoder only (Wald et al.), the decoder fresh
         overrides.update(resenc_overrides(args), pretrained_prefixes=["encoder."], repeat_input_channels=True)
         extra = [str(RESENC_PRESET)]
+    if resnet:
+        # the CSPR checkpoint is a classifier: its encoder.* tensors load, its head is reported as skipped
+        overrides.update(resnet18_unet_decoder_channels=list(args.resnet_decoder), pretrained_prefixes=["encoder."])
+        extra = [str(RESNET_PRESET)]
     clock = common.Stopwatch()
     workflow = common.bundle_workflow(BUNDLE, work / "runs" / run_name, extra, **overrides)
+    history: list[dict] = []
+    if resnet:
+        from ignite.engine import Events
+
+        trainer = workflow.parser.get_parsed_content("train#trainer")
+
+        def record(engine):
+            history.append({"epoch": int(trainer.state.epoch), "step": int(trainer.state.iteration),
+                            "dice": float(engine.state.metrics["val_mean_dice"]),
+                            "iou": float(engine.state.metrics["val_mean_iou"])})
+
+        workflow.parser.get_parsed_content("validate#evaluator").add_event_handler(Events.COMPLETED, record)
     workflow.run()
     trainer = workflow.parser.get_parsed_content("train#trainer")
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
@@ -393,6 +438,8 @@ def finetune(args, device, work: Path, run_name: str, datalist: Path, pretrained
         "seconds": clock(),
         "tensors_loaded": loader.report.num_loaded if loader.report is not None else 0,
         "norm_layer": norm,
+        "network": type(workflow.parser.get_parsed_content("network")).__name__,
+        "history": history,
     }
 
 
@@ -417,7 +464,9 @@ def summary_rows(runs: list[dict], inits: list[str], fractions: list[float]) -> 
 LABELS = {"scratch": "scratch", "genesis_real": "Genesis, pretrained here (genesis_pretrain, no labels)",
           "genesis_chest_ct": "Genesis Chest CT (released)", "scratch_resenc": "ResEnc, scratch",
           "mae_resenc": "ResEnc, MAE pretrained here (mae_pretrain, no labels)",
-          "genesis_resenc": "ResEnc, Genesis pretrained here (genesis_pretrain, no labels)"}
+          "genesis_resenc": "ResEnc, Genesis pretrained here (genesis_pretrain, no labels)",
+          "resnet18_scratch": "ResNet-18 U-Net, scratch",
+          "cspr": "ResNet-18 U-Net, CSPR encoder (cspr_pretrain on 2D photos, with labels)"}
 
 
 def steps_words(steps) -> str:
@@ -462,6 +511,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--features", type=int, help="U-Net width (32 = released network)")
     parser.add_argument("--resenc-features", type=int, nargs=6, help="widths of the 6 ResEnc stages (ResEnc arms)")
     parser.add_argument("--mask-block-size", type=int, help="block side of the MAE masking (mae_resenc)")
+    parser.add_argument("--cspr-checkpoint", help="the cspr_pretrain checkpoint (models/model.pt) of the cspr arm")
+    parser.add_argument("--resnet-patch-size", type=int, nargs=3, help="patch size of the ResNet-18 arms, sides divisible by 32")
+    parser.add_argument("--resnet-decoder", type=int, nargs=5, help="decoder widths of the ResNet-18 U-Net")
+    parser.add_argument("--curve-points", type=int, help="validations per run of the ResNet-18 arms (learning curve)")
     parser.add_argument("--patch-size", type=int, nargs=3, help="patch size, sides divisible by 8")
     parser.add_argument("--spacing", type=float, nargs=3, help="resample to this spacing in mm")
     parser.add_argument("--native-spacing", action="store_true", help="keep the volumes' own spacing")
@@ -491,6 +544,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.spacing = None
     if any(s % 8 for s in args.patch_size):
         raise ValueError(f"--patch-size sides must be divisible by 8 (three poolings), got {args.patch_size}.")
+    if any(s % RESNET_DOWNSAMPLING for s in args.resnet_patch_size):
+        raise ValueError(
+            f"--resnet-patch-size sides must be divisible by {RESNET_DOWNSAMPLING} (the ResNet-18 encoder halves "
+            f"them five times), got {args.resnet_patch_size}."
+        )
+    if "cspr" in args.inits and not (args.cspr_checkpoint and Path(args.cspr_checkpoint).is_file()):
+        raise ValueError(
+            f"--inits cspr needs --cspr-checkpoint, the models/model.pt of a cspr_pretrain run (got "
+            f"{args.cspr_checkpoint!r}); train one with the command in bundles/cspr_pretrain/docs/README.md."
+        )
     if any(not 0.0 < f <= 1.0 for f in args.fractions):
         raise ValueError(f"--fractions must lie in (0, 1], got {args.fractions}.")
     if args.genesis_chest_ct is None and RELEASED.is_file():
@@ -549,21 +612,28 @@ def main(argv=None) -> dict:
                 logger.info(f"  best {pretraining_resenc[init]['metric']} {pretraining_resenc[init]['best_val_metric']:.5f} "
                             f"({pretraining_resenc[init]['seconds']:.0f} s)")
         checkpoints.setdefault("scratch_resenc", "")
+        checkpoints["resnet18_scratch"] = ""
+        if "cspr" in inits:
+            checkpoints["cspr"] = str(Path(args.cspr_checkpoint).resolve())
         runs = []
         for fraction in args.fractions:
             for seed in args.seeds:
                 order = np.random.default_rng(seed).permutation(len(data["pool"]))
                 count = max(args.batch_size, round(fraction * len(data["pool"])))
-                chosen = [data["pool"][i] for i in sorted(order[:count])]
-                listing = work / f"datalist_{fraction:g}_{seed}.json"
-                listing.write_text(json.dumps({
-                    "training": chosen,
-                    "validation": [{"image": c["image"], "label": c["label"]} for c in data["validation"]],
-                }))
+                listings = {}
+                for pool_name in ("pool", "resnet_pool"):
+                    chosen = [data[pool_name][i] for i in sorted(order[:count])]
+                    listing = work / f"datalist_{pool_name}_{fraction:g}_{seed}.json"
+                    listing.write_text(json.dumps({
+                        "training": chosen,
+                        "validation": [{"image": c["image"], "label": c["label"]} for c in data["validation"]],
+                    }))
+                    listings[pool_name] = listing
                 for init in inits:
                     name = f"{init}_{fraction:g}_{seed}"
-                    result = finetune(args, device, work, name, listing, checkpoints[init], seed, len(chosen), init)
-                    result.update(init=init, fraction=fraction, seed=seed, patches=len(chosen))
+                    listing = listings["resnet_pool" if init in RESNET_INITS else "pool"]
+                    result = finetune(args, device, work, name, listing, checkpoints[init], seed, count, init)
+                    result.update(init=init, fraction=fraction, seed=seed, patches=count)
                     runs.append(result)
                     logger.info(f"{name}: Dice {result['dice']:.3f}, IoU {result['iou']:.3f} ({result['seconds']:.0f} s)")
         rows = summary_rows(runs, inits, args.fractions)
@@ -586,6 +656,12 @@ def main(argv=None) -> dict:
             text += (
                 f" ResEnc arms: ResEncUNet features {list(args.resenc_features)}, strides {resenc_strides(args.patch_size)}, "
                 "stem and encoder transferred, decoder fresh."
+            )
+        if set(RESNET_INITS) & set(inits):
+            text += (
+                f" ResNet-18 arms: ResNetUNet (configs/networks/resnet18_unet.json, decoder {list(args.resnet_decoder)}), "
+                f"patches {'×'.join(map(str, args.resnet_patch_size))} from their own pool cut the same way, "
+                f"validated {args.curve_points} times per run; encoder transferred, decoder fresh."
             )
         for init, record in pretraining_resenc.items():
             text += (f" {LABELS[init]}: {record['epochs_run']} epochs, best {record['metric']} "
@@ -618,6 +694,8 @@ def main(argv=None) -> dict:
             },
             "pretraining": pretraining,
             "pretraining_resenc": pretraining_resenc,
+            "resnet18": {"patch_size": list(args.resnet_patch_size), "decoder": list(args.resnet_decoder),
+                         "curve_points": args.curve_points, "cspr_checkpoint": args.cspr_checkpoint},
             "resenc": {"features": list(args.resenc_features), "strides": resenc_strides(args.patch_size),
                        "mask_block_size": args.mask_block_size},
             "notes": notes,

@@ -1,9 +1,12 @@
 """Learning curves of a fine-tuning benchmark: the validation metric against the epoch, one line per initialisation.
 
-    python benchmarks/plot_learning_curves.py RESULTS.json [MORE.json ...] [--metric auc|accuracy] [--out FILE.png]
+    python benchmarks/plot_learning_curves.py RESULTS.json [MORE.json ...] [--metric auc|accuracy|dice|iou]
+        [--fraction F] [--out FILE.png]
 
-Reads the ``history`` that the benchmark recorded for every run (``{"epoch", "auc", "accuracy"}`` after each
-epoch; the runs of several files, e.g. one per initialisation, are pooled), averages it over the seeds of each
+Reads the ``history`` that the benchmark recorded for every run (``{"epoch", "auc", "accuracy"}`` of
+``finetune_adrenal`` after each epoch, ``{"epoch", "step", "dice", "iou"}`` of ``finetune_brats`` at each of its
+validations; the runs of several files, e.g. one per initialisation, are pooled; ``--fraction`` keeps the runs
+of one share of the training data), averages it over the seeds of each
 initialisation and draws the mean as a line and mean ± one standard
 deviation as a band (PIL only, no plotting library needed). The same figures are printed as a Markdown table, and
 the PNG is written beside the first JSON unless ``--out`` says otherwise.
@@ -12,8 +15,10 @@ the PNG is written beside the first JSON unless ``--out`` says otherwise.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -30,14 +35,20 @@ COLOURS = [(0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (86, 180
 WIDTH, HEIGHT, MARGIN = 760, 460, 70
 
 
-def curves(payload: dict, metric: str) -> dict[str, list[tuple[int, float, float, int]]]:
+def curves(payload: dict, metric: str, fraction: float | None = None) -> dict[str, list[tuple[int, float, float, int]]]:
     """``{init: [(epoch, mean, std, number of seeds), ...]}`` of the runs that recorded a history."""
     by_init: dict[str, dict[int, list[float]]] = {}
     for run in payload["runs"]:
+        if fraction is not None and run.get("fraction") != fraction:
+            continue
         for point in run.get("history", []):
+            if metric not in point:
+                raise ValueError(f"{payload.get('benchmark')}: the history has no {metric!r}; it has "
+                                 f"{sorted(k for k in point if k not in ('epoch', 'step'))}, pass one of them as --metric.")
             by_init.setdefault(run["init"], {}).setdefault(int(point["epoch"]), []).append(float(point[metric]))
     if not by_init:
-        raise ValueError(f"{payload.get('benchmark')}: no run recorded a per-epoch history; run the ResNet-18 arms.")
+        share = "" if fraction is None else f" at --fraction {fraction:g}"
+        raise ValueError(f"{payload.get('benchmark')}: no run{share} recorded a per-epoch history; run the ResNet-18 arms.")
     return {
         init: [(epoch, *common.mean_std(values), len(values)) for epoch, values in sorted(points.items())]
         for init, points in by_init.items()
@@ -78,7 +89,8 @@ def draw(lines: dict[str, list[tuple[int, float, float, int]]], labels: dict[str
         _, y = xy(x0, value)
         canvas.line([left, y, right, y], fill=(225, 225, 225))
         canvas.text((left - 45, y - 6), f"{value:.3f}", fill="black", font=font)
-    for epoch in range(x0, x1 + 1):
+    tick = max(1, math.ceil((x1 - x0) / 20))
+    for epoch in range(x0, x1 + 1, tick):
         x, _ = xy(epoch, y0)
         canvas.text((x - 3, bottom + 6), str(epoch), fill="black", font=font)
     canvas.text(((left + right) / 2 - 15, bottom + 24), "epoch", fill="black", font=font)
@@ -103,19 +115,23 @@ def draw(lines: dict[str, list[tuple[int, float, float, int]]], labels: dict[str
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", help="results JSON files of one benchmark with per-epoch histories")
-    parser.add_argument("--metric", default="auc", choices=("auc", "accuracy"))
-    parser.add_argument("--out", help="the PNG (default: beside the JSON, NAME_curve_METRIC.png)")
+    parser.add_argument("--metric", default="auc", choices=("auc", "accuracy", "dice", "iou"))
+    parser.add_argument("--fraction", type=float, help="only the runs on this share of the training data")
+    parser.add_argument("--out", help="the PNG (default: beside the JSON, NAME_curve_METRIC[_FRACTION].png)")
     args = parser.parse_args(argv)
     path = Path(args.results[0])
     payloads = [json.loads(Path(p).read_text()) for p in args.results]
     payload = {**payloads[0], "runs": [run for p in payloads for run in p["runs"]]}
-    from benchmarks.finetune_adrenal import LABELS
+    labels = getattr(importlib.import_module(f"benchmarks.{payload['benchmark']}"), "LABELS", {})
 
-    lines = curves(payload, args.metric)
-    out = Path(args.out) if args.out else path.with_name(f"{path.stem}_curve_{args.metric}.png")
+    lines = curves(payload, args.metric, args.fraction)
+    share = "" if args.fraction is None else f"_{args.fraction:g}"
+    out = Path(args.out) if args.out else path.with_name(f"{path.stem}_curve_{args.metric}{share}.png")
     title = f"{payload['benchmark']} ({payload['setting']}, {payload['machine'].get('device', '?')})"
-    draw(lines, LABELS, args.metric, title).save(out)
-    print(table(lines, LABELS, args.metric))
+    if args.fraction is not None:
+        title += f", {100 * args.fraction:.0f}% of the training data"
+    draw(lines, labels, args.metric, title).save(out)
+    print(table(lines, labels, args.metric))
     logger.info(f"wrote {out}")
     return out
 
