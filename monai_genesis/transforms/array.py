@@ -33,7 +33,7 @@ from monai.transforms import Flip, RandomizableTransform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
 from .flip import draw_flips, flip_items
-from .nonlinear import apply_lut, bezier_lut, draw_nonlinear, percentile_range
+from .nonlinear import NonlinearParams, apply_lut, bezier_lut, draw_nonlinear, percentile_range
 from .painting import INPAINT_MIN_SIZE, OUTPAINT_MIN_SIZE, draw_inpaint_boxes, draw_outpaint_boxes, paint
 from .shuffle import blocks_touching, draw_blocks, local_shuffle
 from .utils import (
@@ -43,6 +43,7 @@ from .utils import (
     draw_seed,
     seeded_generator,
     torch_generator,
+    uniform_noise,
 )
 
 __all__ = [
@@ -239,7 +240,15 @@ class RandNonlinearIntensity(_ItemCorruption):
         return draw_nonlinear(self.R, n, self.invert_prob)
 
     def apply(self, items, params, low, high, generator):
-        lut = bezier_lut(params, items.device, self.num_points, self.lut_size)
+        return self.map(items, self.tables(params, items.device), low, high)
+
+    def tables(self, params, device) -> torch.Tensor:
+        """The look-up tables ``(n, lut_size)`` of the curves ``params``."""
+        return bezier_lut(params, device, self.num_points, self.lut_size)
+
+    @staticmethod
+    def map(items: torch.Tensor, lut: torch.Tensor, low, high) -> torch.Tensor:
+        """Map ``items`` ``(n, *spatial)`` through their tables ``lut``, the curve stretched over ``[low, high]``."""
         if isinstance(low, torch.Tensor):
             return apply_lut(items, lut, low, high)
         if (low, high) == (0.0, 1.0):
@@ -508,11 +517,69 @@ class RandGenesisCorruption(RandomizableTransform):
     def _corrupt_flipped(self, target: torch.Tensor, draw: GenesisDraw) -> torch.Tensor:
         items = target.reshape(-1, *target.shape[2:])
         items = self.shuffle.apply_items(items, draw.shuffle)
-        items = self.nonlinear.apply_items(items, draw.nonlinear)
-        items = self.inpaint.apply_items(items, draw.inpaint)
-        items = self.outpaint.apply_items(items, draw.outpaint)
+        if self._fuse_outpainting(items, draw):
+            items = self._nonlinear_and_outpaint(items, draw)
+        else:
+            items = self.nonlinear.apply_items(items, draw.nonlinear)
+            items = self.inpaint.apply_items(items, draw.inpaint)
+            items = self.outpaint.apply_items(items, draw.outpaint)
         corrupted = items.reshape(target.shape)
         return corrupted.clone() if corrupted.data_ptr() == target.data_ptr() else corrupted
+
+    # at most this many out-painted items take the fused path (a Python loop over their boxes)
+    _FUSE_MAX_ITEMS = 16
+
+    def _fuse_outpainting(self, items: torch.Tensor, draw: GenesisDraw) -> bool:
+        """Whether the out-painted items map only the voxels of their kept boxes: on the CPU, for a few items,
+        with a declared value range (in z-score mode the noise range is read from the mapped item)."""
+        return (
+            draw.outpaint.active
+            and items.device.type == "cpu"
+            and int(draw.outpaint.selected.sum()) <= self._FUSE_MAX_ITEMS
+            and self.outpaint.value_range is not None
+            and self.nonlinear.value_range is not None
+            and draw.outpaint.shape == tuple(items.shape)
+        )
+
+    def _nonlinear_and_outpaint(self, items: torch.Tensor, draw: GenesisDraw) -> torch.Tensor:
+        """The non-linear map, in- and out-painting, where out-painted items are mapped inside their kept boxes
+        only: everything else of them is noise. The same values as the three steps one after the other (the
+        same noise, drawn from the same seed over the same items, and the same per-voxel map)."""
+        nonlinear, outpaint = draw.nonlinear, draw.outpaint
+        outpainted = outpaint.selected
+        rest = nonlinear.selected & ~outpainted
+        tables, row = None, {}
+        if nonlinear.active:
+            tables = self.nonlinear.tables(nonlinear.params, items.device)
+            row = {int(i): r for r, i in enumerate(np.flatnonzero(nonlinear.selected))}
+        if rest.any():
+            keep = rest[nonlinear.selected]
+            params = NonlinearParams(nonlinear.params.control_points[keep], nonlinear.params.increasing[keep])
+            items = self.nonlinear.apply_items(items, replace(nonlinear, selected=rest, params=params))
+        items = self.inpaint.apply_items(items, draw.inpaint)
+        low, high = self.outpaint.value_range
+        shape = (int(outpainted.sum()), *items.shape[1:])
+        noise = uniform_noise(shape, seeded_generator(outpaint.seed, items.device), items.device)
+        if (low, high) != (0.0, 1.0):
+            noise = noise.mul_(high - low).add_(low)
+        noise = noise.to(items.dtype)
+        boxes = outpaint.params
+        nl_low, nl_high = self.nonlinear.value_range
+        for j, i in enumerate(np.flatnonzero(outpainted)):
+            starts, stops = boxes.starts[j][boxes.used[j]], boxes.stops[j][boxes.used[j]]
+            # the kept boxes' bounding box, mapped in one pass
+            first, last = starts.min(0), stops.max(0)
+            source = items[i][tuple(slice(int(a), int(b)) for a, b in zip(first, last))]
+            if i in row:
+                source = self.nonlinear.map(source[None], tables[row[i] : row[i] + 1], nl_low, nl_high)[0]
+            for start, stop in zip(starts - first, stops - first):
+                box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+                noise[j][tuple(slice(int(a) + int(f), int(b) + int(f)) for a, b, f in zip(start, stop, first))] = source[box]
+        if outpainted.all():
+            return noise
+        out = items.clone()
+        out[torch.as_tensor(np.flatnonzero(outpainted), device=items.device)] = noise
+        return out
 
     def corrupt_batch(
         self, x: torch.Tensor, check: bool = True, randomize: bool = True

@@ -24,10 +24,13 @@ def draw_flips(R: np.random.RandomState, n: int, spatial_dims: int, flip_rate: f
         max_flips: at most this many flips.
     """
     go = R.rand(n, max_flips) < flip_rate
-    used = np.cumprod(go, axis=1).astype(bool)  # flips continue while each draw succeeds
+    used = np.logical_and.accumulate(go, axis=1)  # flips continue while each draw succeeds
     axes = R.randint(0, spatial_dims, size=(n, max_flips))
-    flips = (np.eye(spatial_dims, dtype=np.int64)[axes] * used[..., None]).sum(axis=1)
-    return flips % 2 == 1
+    flips = np.zeros((n, spatial_dims), dtype=bool)
+    rows = np.arange(n)
+    for k in range(max_flips):
+        flips[rows, axes[:, k]] ^= used[:, k]
+    return flips
 
 
 def flip_items(x: torch.Tensor, flips: np.ndarray) -> torch.Tensor:

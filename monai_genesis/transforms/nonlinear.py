@@ -70,6 +70,8 @@ def bezier_lut(
         lut_size: number of entries of the table over ``[0, 1]``.
     """
     device = torch.device(device)
+    if device.type == "cpu" and len(params.increasing) <= _NUMPY_MAX_ITEMS:
+        return _bezier_lut_numpy(params, num_points, lut_size)
     weights, last = _basis(num_points, device)
     cp = torch.as_tensor(params.control_points, dtype=torch.float32, device=device)
     n = cp.shape[0]
@@ -94,6 +96,28 @@ def bezier_lut(
     x0, x1 = xs.gather(1, j - 1), xs.gather(1, j)
     w = (_grid(lut_size, device) - x0).div_((x1 - x0).clamp_min_(1e-12)).clamp_(0.0, 1.0)
     return torch.lerp(ys.gather(1, j - 1), ys.gather(1, j), w)
+
+
+# up to this many items a CPU table is built with NumPy: a dozen small torch calls cost more than the arithmetic
+_NUMPY_MAX_ITEMS = 16
+
+
+@functools.lru_cache(maxsize=8)
+def _basis_numpy(num_points: int) -> tuple[np.ndarray, np.ndarray]:
+    t = np.linspace(0.0, 1.0, num_points)
+    return np.stack([3 * t**2 * (1 - t), 3 * t * (1 - t) ** 2]), (1 - t) ** 3
+
+
+def _bezier_lut_numpy(params: NonlinearParams, num_points: int, lut_size: int) -> torch.Tensor:
+    """:py:func:`bezier_lut` on the CPU for a few items: the same curve and pairing, ``np.interp`` on the grid."""
+    weights, last = _basis_numpy(num_points)
+    grid = np.linspace(0.0, 1.0, lut_size)
+    curve = np.matmul(np.asarray(params.control_points, dtype=np.float64).transpose(0, 2, 1), weights) + last
+    out = np.empty((curve.shape[0], lut_size), dtype=np.float32)
+    for i, (xs, ys) in enumerate(curve):
+        order = np.sort(xs)
+        out[i] = np.interp(grid, order, np.sort(ys) if params.increasing[i] else ys)
+    return torch.from_numpy(out)
 
 
 def apply_lut(

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .utils import uniform_noise
+
 __all__ = [
     "BoxParams",
     "draw_inpaint_boxes",
@@ -142,12 +144,12 @@ def paint(
     scaled = not (isinstance(low, float) and low == 0.0 and high == 1.0)
     if keep_inside or scaled:
         # the noise is drawn in float32 and painted over in place, so that the result is its only new tensor
-        noise = torch.empty(items.shape, device=items.device).uniform_(generator=generator)
+        noise = uniform_noise(items.shape, generator, items.device)
         if scaled:
             noise = noise.mul_(high - low).add_(low)
         noise = noise.to(items.dtype)
         return torch.where(mask, items, noise, out=noise) if keep_inside else torch.where(mask, noise, items, out=noise)
     # in-painting holes cover a few percent of the voxels: draw noise for those only
     holes = int(mask.sum())
-    noise = torch.rand(holes, generator=generator, device=items.device).to(items.dtype)
+    noise = uniform_noise((holes,), generator, items.device).to(items.dtype)
     return items.masked_scatter(mask, noise)

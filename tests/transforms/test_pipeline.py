@@ -148,3 +148,35 @@ def test_dictionary_twins_check_the_minimum_size():
         RandInpaintd(keys="image")(small)
     with pytest.raises(ValueError, match="too small"):
         RandOutpaintd(keys="image")(small)
+
+
+@pytest.mark.parametrize("value_range, channels", [((0.0, 1.0), 1), ((0.0, 1.0), 3), ((-1.0, 2.0), 2)])
+def test_cpu_fast_path_gives_the_values_of_the_step_by_step_path(value_range, channels):
+    """On the CPU, out-painted channels are mapped inside their kept boxes only; the result is the same, voxel for
+    voxel, as mapping everything, in-painting and then out-painting."""
+    t = RandGenesisCorruption(value_range=value_range)
+    t.set_random_state(3)
+    rng = np.random.default_rng(0)
+    outpainted = 0
+    for _ in range(30):
+        x = torch.from_numpy(rng.uniform(*value_range, (channels, 40, 40, 24)).astype(np.float32))
+        fast, _ = t(x)
+        assert t._fuse_outpainting(x.reshape(channels, 40, 40, 24), t.last_draw) == t.last_draw.outpaint.active
+        outpainted += int(t.last_draw.outpaint.active)
+        t._FUSE_MAX_ITEMS = -1  # the step-by-step path
+        slow, _ = t(x, randomize=False)
+        del t._FUSE_MAX_ITEMS
+        assert torch.equal(fast, slow)
+    assert outpainted >= 10
+
+
+def test_bezier_tables_of_few_and_many_items_agree():
+    """The NumPy tables of a few CPU items and the torch tables of a batch are the same curve."""
+    from monai_genesis.transforms.nonlinear import bezier_lut, draw_nonlinear
+
+    params = draw_nonlinear(np.random.RandomState(0), 40)
+    many = bezier_lut(params)
+    for i in (0, 7, 39):
+        few = bezier_lut(type(params)(params.control_points[i : i + 1], params.increasing[i : i + 1]))
+        assert few.dtype == torch.float32 and few.shape == (1, 4097)
+        assert torch.allclose(few[0], many[i], atol=2e-6)
