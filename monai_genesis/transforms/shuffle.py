@@ -110,6 +110,8 @@ def blocks_touching(params: ShuffleParams, starts: torch.Tensor, stops: torch.Te
         stops: box ends (exclusive), same shape.
         used: which boxes are used ``(n, boxes)``.
     """
+    if params.origins.device.type == "cpu" and starts.shape[1] <= 63 and params.origins.shape[0] > 0:
+        return _blocks_touching_tables(params, starts, stops, used)
     starts, stops = starts.to(torch.int32), stops.to(torch.int32)
     if starts.shape[0] > 1:
         item = params.item.long()
@@ -121,6 +123,27 @@ def blocks_touching(params: ShuffleParams, starts: torch.Tensor, stops: torch.Te
     for a in range(lo.shape[1]):
         ok &= (lo[:, a, None] < stops[..., a]) & (hi[:, a, None] > starts[..., a])
     return ok.any(-1)
+
+
+def _blocks_touching_tables(params: ShuffleParams, starts: torch.Tensor, stops: torch.Tensor, used: torch.Tensor):
+    """:py:func:`blocks_touching` on the CPU by tables: per axis, item, origin and size, a bit per box that the
+    block's interval overlaps there; a block touches a box where the bits of all axes share one."""
+    origins, sizes = params.origins.numpy(), params.sizes.numpy()
+    starts, stops = starts.cpu().numpy().astype(np.int64), stops.cpu().numpy().astype(np.int64)
+    used = used.cpu().numpy().astype(bool)
+    rows = starts.shape[0]
+    item = params.item.numpy().astype(np.int64) if rows > 1 else np.zeros(origins.shape[0], dtype=np.int64)
+    bits = np.left_shift(np.uint64(1), np.arange(starts.shape[1], dtype=np.uint64))
+    code = None
+    for a in range(origins.shape[1]):
+        o_max, s_max = int(origins[:, a].max()) + 1, int(sizes[:, a].max())
+        lo = np.arange(o_max)[None, :, None, None]
+        hi = lo + np.arange(1, s_max + 1)[None, None, :, None]
+        overlap = (lo < stops[:, None, None, :, a]) & (hi > starts[:, None, None, :, a]) & used[:, None, None, :]
+        table = np.bitwise_or.reduce(np.where(overlap, bits, np.uint64(0)), axis=-1).reshape(-1)
+        axis_code = table[(item * o_max + origins[:, a]) * s_max + sizes[:, a] - 1]
+        code = axis_code if code is None else code & axis_code
+    return torch.from_numpy(code != 0)
 
 
 # blocks of up to this many voxels may get every permutation; larger ones one of PERMUTATIONS_PER_SHAPE * voxels
