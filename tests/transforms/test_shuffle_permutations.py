@@ -38,3 +38,20 @@ def test_every_voxel_of_a_large_block_draws_its_source_uniformly():
         counts[np.arange(18), source] += 1
     expected = runs / 18
     assert np.abs(counts - expected).max() < 5 * np.sqrt(expected)
+
+
+def test_every_block_shape_draws_from_at_least_512_permutations():
+    """Blocks of up to 7 voxels draw from all their permutations, larger ones from at least 512 (the rotations of
+    16 to 64 base permutations), in tables of about half a megabyte for a 64×64×32 image."""
+    import math
+
+    import torch
+
+    from monai_genesis.transforms.shuffle import _tables
+
+    tables = _tables((64, 64, 32), (6, 6, 3), torch.device("cpu"))
+    count, choices = tables.count.numpy(), tables.choices.numpy()
+    small = count <= 7
+    assert all(c == math.factorial(k) for c, k in zip(choices[small], count[small]))
+    assert choices[~small].min() >= 512 and choices[~small].max() == 16 * 108
+    assert tables.permuted.numel() * tables.permuted.element_size() < 0.5 * 2**20
