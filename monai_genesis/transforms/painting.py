@@ -100,6 +100,12 @@ def draw_outpaint_boxes(
 
 def box_mask(spatial_shape: Sequence[int], boxes: BoxParams, device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean mask ``(n, *spatial)`` of the union of the used boxes of each item."""
+    if torch.device(device).type == "cpu" and len(boxes.used) <= _SLICE_MAX_ITEMS:
+        # a few items on the CPU: one slice write per box beats the batched product
+        mask = torch.zeros((len(boxes.used), *spatial_shape), dtype=torch.bool)
+        for i, box in _boxes(boxes):
+            mask[i][box] = True
+        return mask
     starts = torch.as_tensor(boxes.starts, device=device)
     stops = torch.as_tensor(boxes.stops, device=device)
     n, k = starts.shape[:2]
@@ -112,6 +118,17 @@ def box_mask(spatial_shape: Sequence[int], boxes: BoxParams, device: torch.devic
     # the union counts the boxes covering each voxel: one batched product over the boxes
     first = axes[0] if len(axes) == 2 else (axes[0][..., :, None] * axes[1][..., None, :]).reshape(n, k, -1)
     return torch.bmm(first.transpose(1, 2), axes[-1]).reshape(n, *spatial_shape) > 0
+
+
+# up to this many items, CPU masks and out-painting are written box by box
+_SLICE_MAX_ITEMS = 16
+
+
+def _boxes(boxes: BoxParams):
+    """``(item, slices)`` of every used box."""
+    for i in range(len(boxes.used)):
+        for start, stop in zip(boxes.starts[i][boxes.used[i]], boxes.stops[i][boxes.used[i]]):
+            yield i, tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
 
 
 @functools.lru_cache(maxsize=16)
@@ -138,10 +155,19 @@ def paint(
         generator: draws the noise.
     """
     nd = items.ndim - 1
-    mask = box_mask(items.shape[1:], boxes, items.device)
     if isinstance(low, torch.Tensor):
         low, high = low.reshape(-1, *([1] * nd)), high.reshape(-1, *([1] * nd))
     scaled = not (isinstance(low, float) and low == 0.0 and high == 1.0)
+    if keep_inside and items.device.type == "cpu" and items.shape[0] <= _SLICE_MAX_ITEMS:
+        # the same values as the masked path below: noise everywhere, then the kept boxes copied back
+        noise = uniform_noise(items.shape, generator, items.device)
+        if scaled:
+            noise = noise.mul_(high - low).add_(low)
+        noise = noise.to(items.dtype)
+        for i, box in _boxes(boxes):
+            noise[i][box] = items[i][box]
+        return noise
+    mask = box_mask(items.shape[1:], boxes, items.device)
     if keep_inside or scaled:
         # the noise is drawn in float32 and painted over in place, so that the result is its only new tensor
         noise = uniform_noise(items.shape, generator, items.device)

@@ -97,3 +97,22 @@ def test_dictionary_versions_paint_every_key_alike():
         d.set_random_state(0)
         out = d({"a": x, "b": x.clone()})
         assert torch.equal(out["a"] != x, out["b"] != x)
+
+
+@pytest.mark.parametrize("items", [1, 3])
+def test_cpu_box_by_box_path_gives_the_masked_values(items):
+    """A few CPU items are masked and out-painted box by box; masks and painted values equal the batched path's."""
+    from monai_genesis.transforms import painting
+
+    rng = np.random.RandomState(0)
+    x = torch.rand(items, 40, 36, 24)
+    for draw, keep in ((painting.draw_inpaint_boxes, False), (painting.draw_outpaint_boxes, True)):
+        boxes = draw(rng, items, (40, 36, 24))
+        for low, high in ((0.0, 1.0), (-1.0, 2.0)):
+            fast_mask = painting.box_mask((40, 36, 24), boxes)
+            fast = painting.paint(x, boxes, keep, low, high, torch.Generator().manual_seed(3))
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(painting, "_SLICE_MAX_ITEMS", 0)
+                assert torch.equal(fast_mask, painting.box_mask((40, 36, 24), boxes))
+                assert torch.equal(fast, painting.paint(x, boxes, keep, low, high, torch.Generator().manual_seed(3)))
+            assert 0 < int(fast_mask.sum()) < fast_mask.numel()
