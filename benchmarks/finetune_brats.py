@@ -628,12 +628,12 @@ def main(argv=None) -> dict:
                         "training": chosen,
                         "validation": [{"image": c["image"], "label": c["label"]} for c in data["validation"]],
                     }))
-                    listings[pool_name] = listing
+                    listings[pool_name] = listing, len(chosen)
                 for init in inits:
                     name = f"{init}_{fraction:g}_{seed}"
-                    listing = listings["resnet_pool" if init in RESNET_INITS else "pool"]
-                    result = finetune(args, device, work, name, listing, checkpoints[init], seed, count, init)
-                    result.update(init=init, fraction=fraction, seed=seed, patches=count)
+                    listing, chosen = listings["resnet_pool" if init in RESNET_INITS else "pool"]
+                    result = finetune(args, device, work, name, listing, checkpoints[init], seed, chosen, init)
+                    result.update(init=init, fraction=fraction, seed=seed, patches=chosen)
                     runs.append(result)
                     logger.info(f"{name}: Dice {result['dice']:.3f}, IoU {result['iou']:.3f} ({result['seconds']:.0f} s)")
         rows = summary_rows(runs, inits, args.fractions)
