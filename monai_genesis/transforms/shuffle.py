@@ -53,13 +53,13 @@ class ShuffleParams:
 
 @functools.lru_cache(maxsize=16)
 def _block_shapes(spatial_shape: tuple[int, ...], max_sizes: tuple[int, ...], device: torch.device):
-    """The sizes of every block shape ``(shapes, spatial_dims)`` in C order, the bit shifts of the axes' fields
-    and the spatial shape, for :py:func:`draw_blocks`."""
+    """The sizes of every block shape ``(shapes, spatial_dims)`` in C order, the room each leaves on each axis
+    (the number of origins where it fits) and the bit shifts of the axes' fields, for :py:func:`draw_blocks`."""
     sizes = np.stack(np.unravel_index(np.arange(math.prod(max_sizes)), max_sizes), axis=1) + 1
     bits = 63 // len(spatial_shape)
     shifts = torch.arange(len(spatial_shape), dtype=torch.int64, device=device) * bits
-    spatial = torch.as_tensor(spatial_shape, dtype=torch.int64, device=device)
-    return torch.as_tensor(sizes, dtype=torch.int32, device=device), shifts, spatial
+    rooms = torch.as_tensor(np.asarray(spatial_shape) - sizes + 1, dtype=torch.int64, device=device)
+    return torch.as_tensor(sizes, dtype=torch.int32, device=device), rooms, shifts
 
 
 def max_block_size(spatial_shape: Sequence[int], block_fraction: float = 0.1) -> tuple[int, ...]:
@@ -86,16 +86,17 @@ def draw_blocks(
         device: where to draw.
     """
     device = torch.device(device)
-    shapes, shifts, spatial = _block_shapes(tuple(spatial_shape), max_block_size(spatial_shape, block_fraction), device)
+    shapes, rooms, shifts = _block_shapes(tuple(spatial_shape), max_block_size(spatial_shape, block_fraction), device)
     m = n * num_blocks
     # every block shape is equally likely, so each side is uniform and independent of the others
-    sizes = shapes.index_select(0, torch.randint(shapes.shape[0], (m,), generator=generator, device=device))
+    shape = torch.randint(shapes.shape[0], (m,), generator=generator, device=device)
+    sizes = shapes.index_select(0, shape)
     # one 63-bit random number per block: a uniform field of 63 // spatial_dims bits per axis, scaled to the room
     # the block leaves there (relative bias below 1e-4)
     bits = 63 // len(spatial_shape)
     raw = torch.empty(m, dtype=torch.int64, device=device).random_(generator=generator)
     fields = raw[:, None].bitwise_right_shift(shifts).bitwise_and_((1 << bits) - 1)
-    origins = fields.mul_(spatial - sizes + 1).bitwise_right_shift_(bits).to(torch.int32)
+    origins = fields.mul_(rooms.index_select(0, shape)).bitwise_right_shift_(bits).to(torch.int32)
     item = torch.arange(n, dtype=torch.int32, device=device).repeat_interleave(num_blocks)
     return ShuffleParams(sizes, origins, item)
 
