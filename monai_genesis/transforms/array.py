@@ -43,7 +43,6 @@ from .utils import (
     draw_seed,
     seeded_generator,
     torch_generator,
-    uniform_noise,
 )
 
 __all__ = [
@@ -103,6 +102,13 @@ class GenesisDraw:
     nonlinear: ItemDraw
     inpaint: ItemDraw
     outpaint: ItemDraw
+
+
+def _subset(draw: ItemDraw, selected: np.ndarray) -> ItemDraw:
+    """``draw`` restricted to the items ``selected`` (a subset of those it selected) of non-linear draws."""
+    keep = selected[draw.selected]
+    params = NonlinearParams(draw.params.control_points[keep], draw.params.increasing[keep])
+    return replace(draw, selected=selected, params=params)
 
 
 class _ItemCorruption(RandomizableTransform):
@@ -240,15 +246,7 @@ class RandNonlinearIntensity(_ItemCorruption):
         return draw_nonlinear(self.R, n, self.invert_prob)
 
     def apply(self, items, params, low, high, generator):
-        return self.map(items, self.tables(params, items.device), low, high)
-
-    def tables(self, params, device) -> torch.Tensor:
-        """The look-up tables ``(n, lut_size)`` of the curves ``params``."""
-        return bezier_lut(params, device, self.num_points, self.lut_size)
-
-    @staticmethod
-    def map(items: torch.Tensor, lut: torch.Tensor, low, high) -> torch.Tensor:
-        """Map ``items`` ``(n, *spatial)`` through their tables ``lut``, the curve stretched over ``[low, high]``."""
+        lut = bezier_lut(params, items.device, self.num_points, self.lut_size)
         if isinstance(low, torch.Tensor):
             return apply_lut(items, lut, low, high)
         if (low, high) == (0.0, 1.0):
@@ -530,8 +528,9 @@ class RandGenesisCorruption(RandomizableTransform):
     _FUSE_MAX_ITEMS = 16
 
     def _fuse_outpainting(self, items: torch.Tensor, draw: GenesisDraw) -> bool:
-        """Whether the out-painted items map only the voxels of their kept boxes: on the CPU, for a few items,
-        with a declared value range (in z-score mode the noise range is read from the mapped item)."""
+        """Whether the out-painted items are mapped only over the bounding box of their kept boxes: on the CPU, for
+        a few items, with a declared value range (in z-score mode the curve's ends and the noise range are read
+        from the whole item)."""
         return (
             draw.outpaint.active
             and items.device.type == "cpu"
@@ -542,43 +541,32 @@ class RandGenesisCorruption(RandomizableTransform):
         )
 
     def _nonlinear_and_outpaint(self, items: torch.Tensor, draw: GenesisDraw) -> torch.Tensor:
-        """The non-linear map, in- and out-painting, where out-painted items are mapped inside their kept boxes
-        only: everything else of them is noise. The same values as the three steps one after the other (the
-        same noise, drawn from the same seed over the same items, and the same per-voxel map)."""
+        """The non-linear map, in- and out-painting, where out-painted items are mapped only over the bounding box
+        of their kept boxes: everything else of them becomes noise. The same values as the three steps one after
+        the other (the same per-voxel map, and the same noise, drawn from the same seed over the same items)."""
         nonlinear, outpaint = draw.nonlinear, draw.outpaint
         outpainted = outpaint.selected
         rest = nonlinear.selected & ~outpainted
-        tables, row = None, {}
-        if nonlinear.active:
-            tables = self.nonlinear.tables(nonlinear.params, items.device)
-            row = {int(i): r for r, i in enumerate(np.flatnonzero(nonlinear.selected))}
         if rest.any():
-            keep = rest[nonlinear.selected]
-            params = NonlinearParams(nonlinear.params.control_points[keep], nonlinear.params.increasing[keep])
-            items = self.nonlinear.apply_items(items, replace(nonlinear, selected=rest, params=params))
+            items = self.nonlinear.apply_items(items, _subset(nonlinear, rest))
         items = self.inpaint.apply_items(items, draw.inpaint)
-        low, high = self.outpaint.value_range
-        shape = (int(outpainted.sum()), *items.shape[1:])
-        noise = uniform_noise(shape, seeded_generator(outpaint.seed, items.device), items.device)
-        if (low, high) != (0.0, 1.0):
-            noise = noise.mul_(high - low).add_(low)
-        noise = noise.to(items.dtype)
+        rows = np.flatnonzero(outpainted)
+        index = torch.as_tensor(rows, device=items.device)
+        chosen = items.index_select(0, index)
         boxes = outpaint.params
-        nl_low, nl_high = self.nonlinear.value_range
-        for j, i in enumerate(np.flatnonzero(outpainted)):
-            starts, stops = boxes.starts[j][boxes.used[j]], boxes.stops[j][boxes.used[j]]
-            # the kept boxes' bounding box, mapped in one pass
-            first, last = starts.min(0), stops.max(0)
-            source = items[i][tuple(slice(int(a), int(b)) for a, b in zip(first, last))]
-            if i in row:
-                source = self.nonlinear.map(source[None], tables[row[i] : row[i] + 1], nl_low, nl_high)[0]
-            for start, stop in zip(starts - first, stops - first):
-                box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
-                noise[j][tuple(slice(int(a) + int(f), int(b) + int(f)) for a, b, f in zip(start, stop, first))] = source[box]
+        for j, i in enumerate(rows):
+            if nonlinear.selected[i]:
+                used = boxes.used[j]
+                first, last = boxes.starts[j][used].min(0), boxes.stops[j][used].max(0)
+                crop = chosen[j][tuple(slice(int(a), int(b)) for a, b in zip(first, last))]
+                one = np.arange(len(rest)) == i
+                mapped = replace(_subset(nonlinear, one), shape=(1, *crop.shape), selected=np.ones(1, dtype=bool))
+                crop.copy_(self.nonlinear.apply_items(crop[None], mapped)[0])
+        painted = self.outpaint.apply_items(chosen, replace(outpaint, shape=tuple(chosen.shape), selected=outpainted[rows]))
         if outpainted.all():
-            return noise
+            return painted
         out = items.clone()
-        out[torch.as_tensor(np.flatnonzero(outpainted), device=items.device)] = noise
+        out[index] = painted
         return out
 
     def corrupt_batch(

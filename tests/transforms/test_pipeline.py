@@ -152,8 +152,8 @@ def test_dictionary_twins_check_the_minimum_size():
 
 @pytest.mark.parametrize("value_range, channels", [((0.0, 1.0), 1), ((0.0, 1.0), 3), ((-1.0, 2.0), 2)])
 def test_cpu_fast_path_gives_the_values_of_the_step_by_step_path(value_range, channels):
-    """On the CPU, out-painted channels are mapped inside their kept boxes only; the result is the same, voxel for
-    voxel, as mapping everything, in-painting and then out-painting."""
+    """On the CPU, out-painted channels are mapped over the bounding box of their kept boxes only; the result is the
+    same, voxel for voxel, as mapping everything, in-painting and then out-painting."""
     t = RandGenesisCorruption(value_range=value_range)
     t.set_random_state(3)
     rng = np.random.default_rng(0)
