@@ -38,7 +38,8 @@ Initialisations:
   by 32, so these arms cut their own pool of ``--resnet-patch-size`` patches from the same cases with the same
   pool seed, and choose the same shares of it with the same seeds. They validate ``--curve-points`` times per run
   (every ``val_interval`` epochs, the run rounded up to whole intervals so that the final network is among them)
-  and record the curve (``history``) for ``benchmarks/plot_learning_curves.py``.
+  and record the curve (``history``) for ``benchmarks/plot_learning_curves.py``. They run only when ``--inits``
+  names them.
 
 Training, validation, metrics and the transfer of weights are the bundles' own (``ConfigWorkflow`` of
 ``bundles/genesis_segmentation/configs/train.json`` with overrides: the datalist, sizes, ``out_channels`` 2,
@@ -505,7 +506,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pretrain-data", nargs="+", help="volumes or folders for the Genesis pretraining (default: ../shared/data)")
     parser.add_argument("--pretrained-checkpoint", help="reuse this genesis_pretrain checkpoint instead of pretraining")
     parser.add_argument("--genesis-chest-ct", help=f"released Genesis_Chest_CT.pt (default: {RELEASED} when present)")
-    parser.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS), help="initialisations to compare")
+    parser.add_argument("--inits", nargs="+", choices=INITS, default=[i for i in INITS if i not in RESNET_INITS],
+                        help="initialisations to compare (default: all but the ResNet-18 arms, which run when named)")
     parser.add_argument("--fractions", nargs="+", type=float, help="shares of the training-patch pool")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (network init, patch choice, order)")
     parser.add_argument("--features", type=int, help="U-Net width (32 = released network)")
