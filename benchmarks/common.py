@@ -371,3 +371,12 @@ def set_threads(threads: int | None) -> None:
     """
     if threads:
         torch.set_num_threads(int(threads))
+
+
+def check_cspr_checkpoint(args) -> None:
+    """Refuse ``--inits cspr`` without an existing ``--cspr-checkpoint`` (the fine-tuning benchmarks' CSPR arm)."""
+    if "cspr" in args.inits and not (args.cspr_checkpoint and Path(args.cspr_checkpoint).is_file()):
+        raise ValueError(
+            f"--inits cspr needs --cspr-checkpoint, the models/model.pt of a cspr_pretrain run (got "
+            f"{args.cspr_checkpoint!r}); train one with the command in bundles/cspr_pretrain/docs/README.md."
+        )

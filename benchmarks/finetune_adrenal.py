@@ -268,11 +268,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.datalist and not Path(args.npz).is_file():
         raise ValueError(f"--npz {args.npz} does not exist; pass a MedMNIST 3D .npz file or --datalist JSON.")
     args.npz = str(Path(args.npz).resolve())
-    if "cspr" in args.inits and not (args.cspr_checkpoint and Path(args.cspr_checkpoint).is_file()):
-        raise ValueError(
-            f"--inits cspr needs --cspr-checkpoint, the models/model.pt of a cspr_pretrain run (got "
-            f"{args.cspr_checkpoint!r}); train one with the command in bundles/cspr_pretrain/docs/README.md."
-        )
+    common.check_cspr_checkpoint(args)
     return args
 
 

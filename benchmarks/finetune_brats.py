@@ -551,11 +551,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             f"--resnet-patch-size sides must be divisible by {RESNET_DOWNSAMPLING} (the ResNet-18 encoder halves "
             f"them five times), got {args.resnet_patch_size}."
         )
-    if "cspr" in args.inits and not (args.cspr_checkpoint and Path(args.cspr_checkpoint).is_file()):
-        raise ValueError(
-            f"--inits cspr needs --cspr-checkpoint, the models/model.pt of a cspr_pretrain run (got "
-            f"{args.cspr_checkpoint!r}); train one with the command in bundles/cspr_pretrain/docs/README.md."
-        )
+    common.check_cspr_checkpoint(args)
     if any(not 0.0 < f <= 1.0 for f in args.fractions):
         raise ValueError(f"--fractions must lie in (0, 1], got {args.fractions}.")
     if args.genesis_chest_ct is None and RELEASED.is_file():
@@ -623,7 +619,8 @@ def main(argv=None) -> dict:
                 order = np.random.default_rng(seed).permutation(len(data["pool"]))
                 count = max(args.batch_size, round(fraction * len(data["pool"])))
                 listings = {}
-                for pool_name in ("pool", "resnet_pool"):
+                # the datalist of each pool the chosen arms train on, written once per share and seed
+                for pool_name in dict.fromkeys("resnet_pool" if i in RESNET_INITS else "pool" for i in inits):
                     chosen = [data[pool_name][i] for i in sorted(order[:count])]
                     listing = work / f"datalist_{pool_name}_{fraction:g}_{seed}.json"
                     listing.write_text(json.dumps({
@@ -633,9 +630,9 @@ def main(argv=None) -> dict:
                     listings[pool_name] = listing, len(chosen)
                 for init in inits:
                     name = f"{init}_{fraction:g}_{seed}"
-                    listing, chosen = listings["resnet_pool" if init in RESNET_INITS else "pool"]
-                    result = finetune(args, device, work, name, listing, checkpoints[init], seed, chosen, init)
-                    result.update(init=init, fraction=fraction, seed=seed, patches=chosen)
+                    listing, patches = listings["resnet_pool" if init in RESNET_INITS else "pool"]
+                    result = finetune(args, device, work, name, listing, checkpoints[init], seed, patches, init)
+                    result.update(init=init, fraction=fraction, seed=seed, patches=patches)
                     runs.append(result)
                     logger.info(f"{name}: Dice {result['dice']:.3f}, IoU {result['iou']:.3f} ({result['seconds']:.0f} s)")
         rows = summary_rows(runs, inits, args.fractions)
