@@ -5,12 +5,14 @@
 On one CPU thread, 64×64×32 float32 cubes: the per-sample transforms of ``monai_genesis.transforms`` and the
 loop-per-block rendering of the same recipe in ``tests/oracle/loop_baseline.py``, measured in the same run. When a
 GPU is present, the batched path (``GenesisPrepareBatch``) on batches of 32 and 256 cubes too. Prints a Markdown
-table; ``--json`` also writes the figures.
+table; ``--json`` also writes the figures. The CPU rows use the compiled kernels when Numba is installed;
+``MONAI_GENESIS_NUMBA=0`` measures the torch code alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -32,6 +34,7 @@ from monai_genesis.transforms import (
     RandLocalPixelShuffle,
     RandNonlinearIntensity,
     RandOutpaint,
+    kernels,
 )
 
 SHAPE = (1, 64, 64, 32)
@@ -118,6 +121,8 @@ def main(argv=None) -> dict:
         ("full pipeline", lambda x: loop_baseline.generate_pair(x), pipeline),
     ]
     results = {"machine": cpu_model(), "threads": 1, "torch": torch.__version__, "cpu": {}}
+    # the compiled CPU kernels (MONAI_GENESIS_NUMBA=0 measures the torch code alone)
+    results["numba"] = importlib.metadata.version("numba") if kernels.enabled() else None
     # other work on the machine slows both columns, memory-bound kernels more than the loop
     results["load_average_before"] = list(os.getloadavg())
     for name, baseline, ours in [] if args.skip_cpu else rows:

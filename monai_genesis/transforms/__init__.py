@@ -1,7 +1,7 @@
 """Every MONAI transform of the project, array and dictionary twins.
 
 - the Models Genesis corruptions: ``array``, ``dictionary`` (their kernels in ``flip``, ``shuffle``, ``nonlinear``,
-  ``painting``, shared with the batched path of ``monai_genesis.engines``);
+  ``painting``, shared with the batched path of ``monai_genesis.engines``; their compiled CPU loops in ``kernels``);
 - cube sampling (``cubes``), intensity settings (``intensity``), loading and class targets (``loading``), the grid of
   encoder features (``geometry``).
 """

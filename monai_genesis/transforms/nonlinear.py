@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import kernels
 from .utils import workspace
 
 __all__ = ["NonlinearParams", "draw_nonlinear", "bezier_lut", "apply_lut", "percentile_range"]
@@ -136,6 +137,16 @@ def apply_lut(
     scaled = low is not None
     if scaled:
         low, span = low[:, None].float(), (high - low).clamp_min(1e-12)[:, None].float()
+    if flat.device.type == "cpu" and kernels.enabled():
+        # the same arithmetic in one compiled pass
+        out = kernels.map_lut(
+            flat.contiguous().numpy(),
+            lut.float().contiguous().numpy(),
+            low.reshape(-1).numpy() if scaled else None,
+            span.reshape(-1).numpy() if scaled else None,
+        )
+        return torch.from_numpy(out).reshape(items.shape).to(items.dtype)
+    if scaled:
         flat = (flat - low) / span
     # each entry's slope to the next (0 after the last), so that a voxel costs two gathers and one fused step
     slope = torch.cat([lut.diff(dim=1), lut.new_zeros(n, 1)], dim=1).reshape(-1)

@@ -10,7 +10,9 @@ voxel, the pair of the last block covering it. A block's permutation is a rotati
 permutations of its shape, both drawn per block: each voxel's source is uniform over the block, and a block of up
 to 7 voxels gets every permutation with equal probability (larger ones one of 512 to 1 728). The cost is a dozen
 passes over about 2.5 × 10⁵ pairs per 64×64×32 cube, with one random number per block, on the CPU or the GPU.
-The blocks are drawn on the items' device, from a generator seeded by the transform's random state.
+The blocks are drawn on the items' device, from a generator seeded by the transform's random state. On the CPU,
+with Numba installed, one compiled loop writes the blocks in drawing order instead (``kernels.shuffle_sources``):
+the same draws, the same result, in one pass over the pairs.
 
 Why not ``monai.transforms.RandCoarseShuffle``: it shuffles a handful of holes in place, at the same places in every
 channel, and a later hole reads what an earlier one already shuffled. Genesis shuffles 10 000 small blocks per
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import kernels
 from .utils import workspace
 
 __all__ = ["ShuffleParams", "blocks_touching", "draw_blocks", "local_shuffle", "max_block_size"]
@@ -111,6 +114,11 @@ def blocks_touching(params: ShuffleParams, starts: torch.Tensor, stops: torch.Te
         stops: box ends (exclusive), same shape.
         used: which boxes are used ``(n, boxes)``.
     """
+    if params.origins.device.type == "cpu" and kernels.enabled():
+        keep = kernels.blocks_touching(
+            params.origins.numpy(), params.sizes.numpy(), params.item.numpy(), *(np.asarray(t.cpu()) for t in (starts, stops, used))
+        )
+        return torch.from_numpy(keep)
     if params.origins.device.type == "cpu" and starts.shape[1] <= 63 and params.origins.shape[0] > 0:
         return _blocks_touching_tables(params, starts, stops, used)
     starts, stops = starts.to(torch.int32), stops.to(torch.int32)
@@ -262,6 +270,13 @@ def local_shuffle(
     m = params.sizes.shape[0]
     if m == 0:
         return items.clone()
+    if device.type == "cpu" and kernels.enabled():
+        # the same draw as below, then one compiled pass over the blocks
+        draw = torch.randint(2**31 - 1, (m,), generator=generator)
+        source = kernels.shuffle_sources(
+            params.sizes.numpy(), params.origins.numpy(), params.item.numpy(), draw.numpy(), tables, nvox, n * nvox
+        )
+        return items.reshape(-1).index_select(0, torch.from_numpy(source)).reshape(items.shape)
     # per block: its shape, voxel count and flat origin (one axis at a time: reductions over a trailing axis of 2
     # or 3 are slow)
     sizes, origins = params.sizes.long(), params.origins.long()

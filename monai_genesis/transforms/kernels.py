@@ -1,0 +1,153 @@
+"""Compiled CPU kernels of the per-sample corruptions, through Numba when it is installed.
+
+The vectorised torch code of each corruption runs on any device, but on the CPU it makes a dozen passes over
+arrays larger than the image (the local shuffle's 2.5 × 10⁵ (block, voxel) pairs per 64×64×32 cube). A loop
+compiled by Numba does each in one pass and returns exactly the same values from the same draws. It is used on
+the CPU when ``numba`` can be imported and ``MONAI_GENESIS_NUMBA`` is not ``0``; otherwise the torch code runs.
+Each kernel is compiled on its first call (a few seconds for all of them, once) and cached on disk where Numba can
+write its cache, so later processes and loader workers load it in milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from monai.utils import optional_import
+
+__all__ = ["blocks_touching", "enabled", "map_lut", "shuffle_sources"]
+
+numba, _has_numba = optional_import("numba")
+
+
+def enabled() -> bool:
+    """Whether the compiled kernels are used: Numba installed and ``MONAI_GENESIS_NUMBA`` not set to ``0``."""
+    return _has_numba and os.environ.get("MONAI_GENESIS_NUMBA", "1") != "0"
+
+
+def _jit(fn):
+    """``fn`` compiled in nopython mode, releasing the GIL, cached on disk; ``fn`` itself without Numba."""
+    if not _has_numba:
+        return fn
+    return numba.njit(cache=True, nogil=True)(fn)
+
+
+@_jit
+def _shuffle_sources(source, sizes, origins, item, draw, strides, shape_strides, count, offset_start, offsets,
+                     perm_start, choices, permuted, nvox):  # fmt: skip
+    for v in range(source.shape[0]):
+        source[v] = v
+    dims = sizes.shape[1]
+    # blocks in drawing order, each overwriting what an earlier one wrote: the last block covering a voxel wins
+    for b in range(sizes.shape[0]):
+        shape_id = 0
+        origin = item[b] * nvox
+        for a in range(dims):
+            shape_id += (sizes[b, a] - 1) * shape_strides[a]
+            origin += origins[b, a] * strides[a]
+        c = count[shape_id]
+        # base permutation l rotated by k, from one draw j = l * c + k
+        j = draw[b] % choices[shape_id]
+        perm = perm_start[shape_id] + j + (j // c) * c
+        first = offset_start[shape_id]
+        for k in range(c):
+            source[origin + offsets[first + k]] = origin + permuted[perm + k]
+
+
+def shuffle_sources(sizes, origins, item, draw, tables, nvox: int, size: int) -> np.ndarray:
+    """The source voxel of every voxel of ``size`` after the local shuffle: the same values as the scatter of
+    :py:func:`monai_genesis.transforms.shuffle.local_shuffle`, in one pass over the blocks.
+
+    Args:
+        sizes: block sizes ``(m, spatial_dims)``.
+        origins: block origins ``(m, spatial_dims)``.
+        item: each block's item ``(m,)``.
+        draw: each block's random number in ``[0, 2**31 - 1)`` ``(m,)``, which picks its permutation.
+        tables: the ``_Tables`` of the image shape, on the CPU.
+        nvox: voxels per item.
+        size: voxels of all items.
+    """
+    source = np.empty(size, dtype=np.int64)
+    t = tables
+    _shuffle_sources(
+        source,
+        np.ascontiguousarray(sizes, dtype=np.int64),
+        np.ascontiguousarray(origins, dtype=np.int64),
+        np.ascontiguousarray(item, dtype=np.int64),
+        np.ascontiguousarray(draw, dtype=np.int64),
+        *(x.numpy() for x in (t.strides, t.shape_strides, t.count, t.offset_start, t.offsets, t.perm_start, t.choices, t.permuted)),
+        nvox,
+    )
+    return source
+
+
+@_jit
+def _blocks_touching(keep, origins, sizes, item, starts, stops, used):
+    broadcast = starts.shape[0] == 1
+    for b in range(origins.shape[0]):
+        row = 0 if broadcast else item[b]
+        hit = False
+        for q in range(starts.shape[1]):
+            if used[row, q]:
+                inside = True
+                for a in range(origins.shape[1]):
+                    lo = origins[b, a]
+                    if lo >= stops[row, q, a] or lo + sizes[b, a] <= starts[row, q, a]:
+                        inside = False
+                        break
+                if inside:
+                    hit = True
+                    break
+        keep[b] = hit
+
+
+def blocks_touching(origins, sizes, item, starts, stops, used) -> np.ndarray:
+    """Which blocks overlap at least one used box of their item, as
+    :py:func:`monai_genesis.transforms.shuffle.blocks_touching` (boxes ``(1 or n, boxes, spatial_dims)``)."""
+    keep = np.empty(origins.shape[0], dtype=np.bool_)
+    _blocks_touching(
+        keep,
+        np.ascontiguousarray(origins),
+        np.ascontiguousarray(sizes),
+        np.ascontiguousarray(item),
+        np.ascontiguousarray(starts, dtype=np.int64),
+        np.ascontiguousarray(stops, dtype=np.int64),
+        np.ascontiguousarray(used, dtype=np.bool_),
+    )
+    return keep
+
+
+@_jit
+def _map_lut(out, flat, lut, low, span, scaled):
+    size = lut.shape[1]
+    scale = np.float32(size - 1)
+    zero, one = np.float32(0.0), np.float32(1.0)
+    for i in range(flat.shape[0]):
+        lo, sp = low[i], span[i]
+        for v in range(flat.shape[1]):
+            x = flat[i, v]
+            if scaled:
+                x = (x - lo) / sp
+            pos = min(max(x, zero), one) * scale
+            k = int(pos)
+            frac = pos - np.float32(k)
+            below = lut[i, k]
+            step = lut[i, k + 1] - below if k + 1 < size else zero
+            # a fused multiply-add, as torch.addcmul: the float32 product is exact in float64
+            y = np.float32(np.float64(below) + np.float64(step) * np.float64(frac))
+            if scaled:
+                y = y * sp + lo
+            out[i, v] = y
+
+
+def map_lut(flat: np.ndarray, lut: np.ndarray, low: np.ndarray | None, span: np.ndarray | None) -> np.ndarray:
+    """Every voxel of ``flat`` (``(n, voxels)`` float32) through its item's table (``(n, lut_size)`` float32), as
+    :py:func:`monai_genesis.transforms.nonlinear.apply_lut`: scaled by ``(x - low) / span`` first and back after
+    when ``low`` is given."""
+    n = flat.shape[0]
+    scaled = low is not None
+    if not scaled:
+        low = span = np.zeros(n, dtype=np.float32)
+    out = np.empty(flat.shape, dtype=np.float32)
+    _map_lut(out, flat, lut, low.astype(np.float32), span.astype(np.float32), scaled)
+    return out
