@@ -15,7 +15,7 @@ import os
 import numpy as np
 from monai.utils import optional_import
 
-__all__ = ["blocks_touching", "enabled", "map_lut", "shuffle_sources"]
+__all__ = ["blocks_touching", "enabled", "local_shuffle", "map_lut", "place_blocks"]
 
 numba, _has_numba = optional_import("numba")
 
@@ -33,12 +33,11 @@ def _jit(fn):
 
 
 @_jit
-def _shuffle_sources(source, sizes, origins, item, draw, strides, shape_strides, count, offset_start, offsets,
-                     perm_start, choices, permuted, nvox):  # fmt: skip
-    for v in range(source.shape[0]):
-        source[v] = v
+def _shuffle(out, image, sizes, origins, item, draw, strides, shape_strides, count, offset_start, offsets, perm_start,
+             choices, permuted, nvox):  # fmt: skip
+    # ``out`` starts as ``image`` (voxels no block covers keep their value); the blocks are written in drawing
+    # order, each over what an earlier one wrote, so the last block covering a voxel wins
     dims = sizes.shape[1]
-    # blocks in drawing order, each overwriting what an earlier one wrote: the last block covering a voxel wins
     for b in range(sizes.shape[0]):
         shape_id = 0
         origin = item[b] * nvox
@@ -51,26 +50,28 @@ def _shuffle_sources(source, sizes, origins, item, draw, strides, shape_strides,
         perm = perm_start[shape_id] + j + (j // c) * c
         first = offset_start[shape_id]
         for k in range(c):
-            source[origin + offsets[first + k]] = origin + permuted[perm + k]
+            out[origin + offsets[first + k]] = image[origin + permuted[perm + k]]
 
 
-def shuffle_sources(sizes, origins, item, draw, tables, nvox: int, size: int) -> np.ndarray:
-    """The source voxel of every voxel of ``size`` after the local shuffle: the same values as the scatter of
+def local_shuffle(image: np.ndarray, sizes, origins, item, draw, tables, nvox: int) -> np.ndarray:
+    """The flat items ``image`` after the local shuffle: the same values as the scatter of
     :py:func:`monai_genesis.transforms.shuffle.local_shuffle`, in one pass over the blocks.
 
     Args:
+        image: the flat items, C-contiguous, of a dtype NumPy knows (for others, ``np.arange`` of their size: the
+            result is then each voxel's source).
         sizes: block sizes ``(m, spatial_dims)``.
         origins: block origins ``(m, spatial_dims)``.
         item: each block's item ``(m,)``.
         draw: each block's random number in ``[0, 2**31 - 1)`` ``(m,)``, which picks its permutation.
         tables: the ``_Tables`` of the image shape, on the CPU.
         nvox: voxels per item.
-        size: voxels of all items.
     """
-    source = np.empty(size, dtype=np.int64)
+    out = image.copy()
     t = tables
-    _shuffle_sources(
-        source,
+    _shuffle(
+        out,
+        image,
         np.ascontiguousarray(sizes, dtype=np.int64),
         np.ascontiguousarray(origins, dtype=np.int64),
         np.ascontiguousarray(item, dtype=np.int64),
@@ -78,7 +79,7 @@ def shuffle_sources(sizes, origins, item, draw, tables, nvox: int, size: int) ->
         *(x.numpy() for x in (t.strides, t.shape_strides, t.count, t.offset_start, t.offsets, t.perm_start, t.choices, t.permuted)),
         nvox,
     )
-    return source
+    return out
 
 
 @_jit
@@ -151,3 +152,27 @@ def map_lut(flat: np.ndarray, lut: np.ndarray, low: np.ndarray | None, span: np.
     out = np.empty(flat.shape, dtype=np.float32)
     _map_lut(out, flat, lut, low.astype(np.float32), span.astype(np.float32), scaled)
     return out
+
+
+@_jit
+def _place_blocks(sizes, origins, item, shape, raw, shapes, rooms, bits, per_item):
+    mask = (1 << bits) - 1
+    for b in range(shape.shape[0]):
+        s = shape[b]
+        field = raw[b]
+        for a in range(shapes.shape[1]):
+            sizes[b, a] = shapes[s, a]
+            origins[b, a] = ((field & mask) * rooms[s, a]) >> bits
+            field >>= bits
+        item[b] = b // per_item
+
+
+def place_blocks(shape: np.ndarray, raw: np.ndarray, shapes: np.ndarray, rooms: np.ndarray, bits: int, per_item: int):
+    """Sizes, origins and items of the shuffled blocks from their drawn shape indices and 63-bit numbers, as
+    :py:func:`monai_genesis.transforms.shuffle.draw_blocks` computes them: the field of ``bits`` bits of each axis
+    scaled to the room the block leaves there."""
+    m, dims = shape.shape[0], shapes.shape[1]
+    sizes, origins = np.empty((m, dims), dtype=np.int32), np.empty((m, dims), dtype=np.int32)
+    item = np.empty(m, dtype=np.int32)
+    _place_blocks(sizes, origins, item, shape, raw, shapes, rooms, bits, per_item)
+    return sizes, origins, item

@@ -11,7 +11,7 @@ permutations of its shape, both drawn per block: each voxel's source is uniform 
 to 7 voxels gets every permutation with equal probability (larger ones one of 512 to 1 728). The cost is a dozen
 passes over about 2.5 × 10⁵ pairs per 64×64×32 cube, with one random number per block, on the CPU or the GPU.
 The blocks are drawn on the items' device, from a generator seeded by the transform's random state. On the CPU,
-with Numba installed, one compiled loop writes the blocks in drawing order instead (``kernels.shuffle_sources``):
+with Numba installed, one compiled loop writes the blocks in drawing order instead (``kernels.local_shuffle``):
 the same draws, the same result, in one pass over the pairs.
 
 Why not ``monai.transforms.RandCoarseShuffle``: it shuffles a handful of holes in place, at the same places in every
@@ -93,13 +93,16 @@ def draw_blocks(
     m = n * num_blocks
     # every block shape is equally likely, so each side is uniform and independent of the others
     shape = torch.randint(shapes.shape[0], (m,), generator=generator, device=device)
-    sizes = shapes.index_select(0, shape)
     # one 63-bit random number per block: a uniform field of 63 // spatial_dims bits per axis, scaled to the room
     # the block leaves there (relative bias below 1e-4)
     bits = 63 // len(spatial_shape)
     raw = torch.empty(m, dtype=torch.int64, device=device).random_(generator=generator)
+    if device.type == "cpu" and kernels.enabled():
+        placed = kernels.place_blocks(shape.numpy(), raw.numpy(), shapes.numpy(), rooms.numpy(), bits, num_blocks)
+        return ShuffleParams(*(torch.from_numpy(t) for t in placed))
     fields = raw[:, None].bitwise_right_shift(shifts).bitwise_and_((1 << bits) - 1)
     origins = fields.mul_(rooms.index_select(0, shape)).bitwise_right_shift_(bits).to(torch.int32)
+    sizes = shapes.index_select(0, shape)
     item = torch.arange(n, dtype=torch.int32, device=device).repeat_interleave(num_blocks)
     return ShuffleParams(sizes, origins, item)
 
@@ -253,6 +256,10 @@ def _ramp(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor
     return ramp[:length]
 
 
+# what the compiled shuffle writes directly; other dtypes (bfloat16, float16) are gathered by their sources
+_NUMPY_DTYPES = (torch.float32, torch.float64, torch.uint8, torch.int16, torch.int32, torch.int64)
+
+
 def local_shuffle(
     items: torch.Tensor, params: ShuffleParams, generator: torch.Generator | None = None, block_fraction: float = 0.1
 ) -> torch.Tensor:
@@ -272,10 +279,12 @@ def local_shuffle(
         return items.clone()
     if device.type == "cpu" and kernels.enabled():
         # the same draw as below, then one compiled pass over the blocks
-        draw = torch.randint(2**31 - 1, (m,), generator=generator)
-        source = kernels.shuffle_sources(
-            params.sizes.numpy(), params.origins.numpy(), params.item.numpy(), draw.numpy(), tables, nvox, n * nvox
-        )
+        draw = torch.randint(2**31 - 1, (m,), generator=generator).numpy()
+        blocks = (params.sizes.numpy(), params.origins.numpy(), params.item.numpy(), draw, tables, nvox)
+        if items.dtype in _NUMPY_DTYPES:
+            out = kernels.local_shuffle(items.reshape(-1).contiguous().numpy(), *blocks)
+            return torch.from_numpy(out).reshape(items.shape)
+        source = kernels.local_shuffle(np.arange(n * nvox, dtype=np.int64), *blocks)
         return items.reshape(-1).index_select(0, torch.from_numpy(source)).reshape(items.shape)
     # per block: its shape, voxel count and flat origin (one axis at a time: reductions over a trailing axis of 2
     # or 3 are slow)

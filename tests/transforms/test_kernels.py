@@ -46,6 +46,20 @@ def test_shuffle_kernel_keeps_dtype_and_ignores_empty_draws(monkeypatch):
     assert torch.equal(compiled, image) and torch.equal(reference, image)
 
 
+@pytest.mark.parametrize("shape, n, fraction", [((64, 64, 32), 2, 0.1), ((40, 30), 3, 0.2), ((9, 11, 13), 1, 0.5)])
+def test_draw_blocks_kernel_matches_torch(monkeypatch, shape, n, fraction):
+    compiled, reference = _both(
+        monkeypatch, lambda: draw_blocks(torch.Generator().manual_seed(3), n, shape, num_blocks=700, block_fraction=fraction)
+    )
+    for name in ("sizes", "origins", "item"):
+        a, b = getattr(compiled, name), getattr(reference, name)
+        assert a.dtype == b.dtype == torch.int32 and torch.equal(a, b), name
+    # every block fits, and every size up to the largest is drawn
+    assert (compiled.origins + compiled.sizes <= torch.tensor(shape, dtype=torch.int32)).all()
+    assert compiled.origins.min() == 0 and compiled.sizes.min() == 1
+    assert torch.equal(compiled.item.bincount(), torch.full((n,), 700))
+
+
 def test_lut_kernel_matches_torch(monkeypatch):
     lut = bezier_lut(draw_nonlinear(np.random.RandomState(0), 3))
     x = torch.rand(3, 24, 20, 16)
