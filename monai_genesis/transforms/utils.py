@@ -12,6 +12,8 @@ import torch
 
 from monai.data import MetaTensor
 
+from . import kernels
+
 __all__ = [
     "check_channel_first",
     "check_intensity",
@@ -120,11 +122,14 @@ def uniform_noise(shape, generator: torch.Generator | None, device: torch.device
     """Float32 noise uniform in ``[0, 1)`` of ``shape`` on ``device``, drawn from ``generator``'s seed.
 
     On the CPU the numbers come from NumPy's PCG64 seeded with ``generator.initial_seed()`` (about 1.4× faster
-    than torch's CPU generator for a 64×64×32 cube); elsewhere from ``generator`` itself. Either way the same
-    seed gives the same noise, and each call starts from the seed, so a generator serves one call.
+    than torch's CPU generator for a 64×64×32 cube; with the compiled kernels, the same numbers converted from its
+    raw output, about 2× faster again); elsewhere from ``generator`` itself. Either way the same seed gives the
+    same noise, and each call starts from the seed, so a generator serves one call.
     """
     device = torch.device(device)
     if device.type == "cpu" and generator is not None:
+        if kernels.enabled():
+            return torch.from_numpy(kernels.uniform_float32(generator.initial_seed(), tuple(shape)))
         rng = np.random.Generator(np.random.PCG64(generator.initial_seed()))
         return torch.from_numpy(rng.random(tuple(shape), dtype=np.float32))
     return torch.empty(tuple(shape), device=device).uniform_(generator=generator)

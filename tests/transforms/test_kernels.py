@@ -101,3 +101,12 @@ def test_pipeline_is_the_same_with_and_without_kernels(monkeypatch):
         for a, b in zip(compiled, reference):
             a, b = (a, b) if isinstance(a, torch.Tensor) else (torch.stack(a), torch.stack(b))
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 5), (1, 64, 64, 32)])
+def test_noise_kernel_is_numpy_pcg64(shape):
+    expected = np.random.Generator(np.random.PCG64(123)).random(shape, dtype=np.float32)
+    got = kernels.uniform_float32(123, shape)
+    assert got.dtype == np.float32 and got.shape == shape
+    assert np.array_equal(got, expected)
+    assert 0.0 <= got.min() and got.max() < 1.0
