@@ -15,7 +15,7 @@ import os
 import numpy as np
 from monai.utils import optional_import
 
-__all__ = ["blocks_touching", "enabled", "local_shuffle", "map_lut", "place_blocks", "uniform_float32"]
+__all__ = ["blocks_touching", "enabled", "local_shuffle", "map_lut", "paint_boxes", "painted_voxels", "place_blocks", "uniform_float32"]
 
 numba, _has_numba = optional_import("numba")
 
@@ -196,4 +196,69 @@ def uniform_float32(seed: int, shape) -> np.ndarray:
     bit generator's raw output in one compiled pass (NumPy converts them one call at a time)."""
     out = np.empty(shape, dtype=np.float32)
     _raw_to_float32(np.random.PCG64(seed).random_raw((out.size + 1) // 2), out.reshape(-1))
+    return out
+
+
+@_jit
+def _paint_rows(out, noise, per_item, n, nx, ny, nz, starts, stops, used, keep_inside, write):
+    # items (n, nx, ny, nz): per (x, y) row, the z ranges of the used boxes over it; the painted voxels are those
+    # inside a box (``keep_inside`` False) or outside every box, taken in C order; counts them per item (and
+    # writes ``noise`` onto them in ``out`` when ``write``)
+    mark = np.zeros(nz, dtype=np.bool_)
+    taken = np.uint64(0)
+    for i in range(n):
+        before = taken
+        for x in range(nx):
+            for y in range(ny):
+                covered = False
+                for q in range(starts.shape[1]):
+                    if used[i, q] and starts[i, q, 0] <= x < stops[i, q, 0] and starts[i, q, 1] <= y < stops[i, q, 1]:
+                        if not covered:
+                            mark[:] = False
+                            covered = True
+                        mark[starts[i, q, 2] : stops[i, q, 2]] = True
+                if not covered:
+                    if keep_inside:
+                        if write:
+                            for z in range(np.uint64(nz)):
+                                out[i, x, y, z] = noise[taken + z]
+                        taken += np.uint64(nz)
+                    continue
+                for z in range(np.uint64(nz)):
+                    if mark[z] != keep_inside:
+                        if write:
+                            out[i, x, y, z] = noise[taken]
+                        taken += np.uint64(1)
+        per_item[i] = taken - before
+
+
+def _as_3d(shape, starts, stops, used):
+    """Items and boxes of 2-D images as 3-D ones with a first axis of 1."""
+    starts, stops = np.asarray(starts, dtype=np.int64), np.asarray(stops, dtype=np.int64)
+    if len(shape) == 3:
+        ones = np.ones(starts.shape[:2] + (1,), dtype=np.int64)
+        starts, stops = np.concatenate([ones * 0, starts], axis=2), np.concatenate([ones, stops], axis=2)
+        shape = (shape[0], 1, *shape[1:])
+    return shape, np.ascontiguousarray(starts), np.ascontiguousarray(stops), np.ascontiguousarray(used, dtype=np.bool_)
+
+
+def painted_voxels(shape, starts, stops, used, keep_inside: bool) -> np.ndarray:
+    """How many voxels of each item of ``shape`` (``(n, *spatial)``, 2 or 3 spatial axes) in- or out-painting
+    replaces: inside the union of its used boxes, or outside it when ``keep_inside``."""
+    shape, starts, stops, used = _as_3d(shape, starts, stops, used)
+    none = np.empty((0, 0, 0, 0), dtype=np.float32)
+    per_item = np.empty(shape[0], dtype=np.int64)
+    _paint_rows(none, none.reshape(-1), per_item, *shape, starts, stops, used, keep_inside, False)
+    return per_item
+
+
+def paint_boxes(items: np.ndarray, noise: np.ndarray, starts, stops, used, keep_inside: bool) -> np.ndarray:
+    """A copy of ``items`` (``(n, *spatial)``, C-contiguous) with its painted voxels (see
+    :py:func:`painted_voxels`) replaced by ``noise``, one value per painted voxel in C order: the values of
+    ``items.masked_scatter(painted, noise)``."""
+    out = items.copy()
+    shape, starts, stops, used = _as_3d(items.shape, starts, stops, used)
+    per_item = np.empty(shape[0], dtype=np.int64)
+    noise = noise.astype(out.dtype, copy=False)
+    _paint_rows(out.reshape(shape), noise, per_item, *shape, starts, stops, used, keep_inside, True)
     return out

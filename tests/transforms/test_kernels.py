@@ -1,5 +1,7 @@
 """The compiled CPU kernels return exactly what the torch code returns from the same draws."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +112,28 @@ def test_noise_kernel_is_numpy_pcg64(shape):
     assert got.dtype == np.float32 and got.shape == shape
     assert np.array_equal(got, expected)
     assert 0.0 <= got.min() and got.max() < 1.0
+
+
+@pytest.mark.parametrize("spatial, n", [((40, 36, 24), 1), ((40, 36, 24), 3), ((30, 28), 2)])
+def test_paint_kernel_matches_masked_path(monkeypatch, spatial, n):
+    from monai_genesis.transforms import painting
+
+    rng = np.random.RandomState(0)
+    x = torch.rand(n, *spatial)
+    ranges = [(0.0, 1.0), (-1.0, 2.0), (torch.linspace(-1.0, 0.0, n), torch.linspace(1.0, 3.0, n))]
+    for draw, keep in ((painting.draw_inpaint_boxes, False), (painting.draw_outpaint_boxes, True)):
+        boxes = draw(rng, n, spatial)
+        mask = painting.box_mask(spatial, boxes)
+        for (low, high), dtype in itertools.product(ranges, (torch.float32, torch.float64)):
+            items = x.to(dtype)
+            compiled, reference = _both(
+                monkeypatch, lambda: painting.paint(items, boxes, keep, low, high, torch.Generator().manual_seed(3))
+            )
+            assert compiled.dtype == dtype and torch.equal(compiled, reference)
+            painted = ~mask if keep else mask
+            assert torch.equal(compiled[~painted], items[~painted])  # the rest is kept
+            changed = (compiled != items)[painted].float().mean().item()
+            assert changed > 0.99  # noise everywhere it is painted
+            lows = torch.as_tensor(low).expand(n).reshape(-1, *[1] * len(spatial)).to(dtype)
+            highs = torch.as_tensor(high).expand(n).reshape(-1, *[1] * len(spatial)).to(dtype)
+            assert ((compiled >= lows) & (compiled <= highs))[painted].all()
