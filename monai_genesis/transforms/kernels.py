@@ -85,23 +85,22 @@ def local_shuffle(image: np.ndarray, sizes, origins, item, draw, tables, nvox: i
 
 
 @_jit
-def _blocks_touching(keep, origins, sizes, item, starts, stops, used):
+def _blocks_touching(keep, lo, size, item, starts, stops, used):
+    # one box at a time over all blocks, axis by axis: branch-free loops over contiguous arrays (``lo`` and
+    # ``size`` are ``(spatial_dims, m)``)
+    m = lo.shape[1]
     broadcast = starts.shape[0] == 1
-    for b in range(origins.shape[0]):
-        row = 0 if broadcast else item[b]
-        hit = False
-        for q in range(starts.shape[1]):
-            if used[row, q]:
-                inside = True
-                for a in range(origins.shape[1]):
-                    lo = origins[b, a]
-                    if lo >= stops[row, q, a] or lo + sizes[b, a] <= starts[row, q, a]:
-                        inside = False
-                        break
-                if inside:
-                    hit = True
-                    break
-        keep[b] = hit
+    hit = np.empty(m, dtype=np.bool_)
+    keep[:] = False
+    for q in range(starts.shape[1]):
+        for b in range(m):
+            hit[b] = used[0 if broadcast else item[b], q]
+        for a in range(lo.shape[0]):
+            for b in range(m):
+                row = 0 if broadcast else item[b]
+                hit[b] &= (lo[a, b] < stops[row, q, a]) & (lo[a, b] + size[a, b] > starts[row, q, a])
+        for b in range(m):
+            keep[b] |= hit[b]
 
 
 def blocks_touching(origins, sizes, item, starts, stops, used) -> np.ndarray:
@@ -110,8 +109,8 @@ def blocks_touching(origins, sizes, item, starts, stops, used) -> np.ndarray:
     keep = np.empty(origins.shape[0], dtype=np.bool_)
     _blocks_touching(
         keep,
-        np.ascontiguousarray(origins),
-        np.ascontiguousarray(sizes),
+        np.ascontiguousarray(origins.T),
+        np.ascontiguousarray(sizes.T),
         np.ascontiguousarray(item),
         np.ascontiguousarray(starts, dtype=np.int64),
         np.ascontiguousarray(stops, dtype=np.int64),

@@ -109,10 +109,17 @@ def _basis_numpy(num_points: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([3 * t**2 * (1 - t), 3 * t * (1 - t) ** 2]), (1 - t) ** 3
 
 
+@functools.lru_cache(maxsize=8)
+def _grid_numpy(lut_size: int) -> np.ndarray:
+    grid = np.linspace(0.0, 1.0, lut_size)
+    grid.flags.writeable = False
+    return grid
+
+
 def _bezier_lut_numpy(params: NonlinearParams, num_points: int, lut_size: int) -> torch.Tensor:
     """:py:func:`bezier_lut` on the CPU for a few items: the same curve and pairing, ``np.interp`` on the grid."""
     weights, last = _basis_numpy(num_points)
-    grid = np.linspace(0.0, 1.0, lut_size)
+    grid = _grid_numpy(lut_size)
     curve = np.matmul(np.asarray(params.control_points, dtype=np.float64).transpose(0, 2, 1), weights) + last
     out = np.empty((curve.shape[0], lut_size), dtype=np.float32)
     for i, (xs, ys) in enumerate(curve):
