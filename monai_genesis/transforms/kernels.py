@@ -10,26 +10,62 @@ write its cache, so later processes and loader workers load it in milliseconds.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 
 import numpy as np
-from monai.utils import optional_import
 
-__all__ = ["blocks_touching", "enabled", "local_shuffle", "map_lut", "paint_boxes", "painted_voxels", "place_blocks", "uniform_float32"]
+__all__ = [
+    "blocks_touching",
+    "enabled",
+    "local_shuffle",
+    "map_lut",
+    "paint_boxes",
+    "painted_voxels",
+    "place_blocks",
+    "uniform_float32",
+]
 
-numba, _has_numba = optional_import("numba")
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def _numba():
+    """The ``numba`` module, imported on first use (about half a second); None where it cannot be imported."""
+    try:
+        import numba
+    except ImportError as err:  # not installed, or built for another NumPy
+        if not isinstance(err, ModuleNotFoundError):
+            logger.warning("numba cannot be imported (%s); the corruptions run as torch code on the CPU.", err)
+        return None
+    return numba
 
 
 def enabled() -> bool:
-    """Whether the compiled kernels are used: Numba installed and ``MONAI_GENESIS_NUMBA`` not set to ``0``."""
-    return _has_numba and os.environ.get("MONAI_GENESIS_NUMBA", "1") != "0"
+    """Whether the compiled kernels are used: Numba importable and ``MONAI_GENESIS_NUMBA`` not set to ``0``."""
+    return os.environ.get("MONAI_GENESIS_NUMBA", "1") != "0" and _numba() is not None
 
 
-def _jit(fn):
-    """``fn`` compiled in nopython mode, releasing the GIL, cached on disk; ``fn`` itself without Numba."""
-    if not _has_numba:
-        return fn
-    return numba.njit(cache=True, nogil=True)(fn)
+class _Kernel:
+    """``fn`` compiled by Numba on its first call (nopython, releasing the GIL, cached on disk where it can be)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.compiled = None
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args):
+        if self.compiled is None:
+            numba = _numba()
+            try:
+                self.compiled = numba.njit(cache=True, nogil=True)(self.fn)
+            except RuntimeError:  # no writable cache location: compile in memory only
+                self.compiled = numba.njit(nogil=True)(self.fn)
+        return self.compiled(*args)
+
+
+_jit = _Kernel
 
 
 @_jit
