@@ -5,7 +5,8 @@ arrays larger than the image (the local shuffle's 2.5 × 10⁵ (block, voxel) pa
 compiled by Numba does each in one pass and returns exactly the same values from the same draws. It is used on
 the CPU when ``numba`` can be imported and ``MONAI_GENESIS_NUMBA`` is not ``0``; otherwise the torch code runs.
 Each kernel is compiled on its first call (a few seconds for all of them, once) and cached on disk where Numba can
-write its cache, so later processes and loader workers load it in milliseconds.
+write its cache, so a later process loads them all with its first call in about a second (Numba's import
+included).
 """
 
 from __future__ import annotations
@@ -114,7 +115,9 @@ def local_shuffle(image: np.ndarray, sizes, origins, item, draw, tables, nvox: i
         np.ascontiguousarray(origins, dtype=np.int64),
         np.ascontiguousarray(item, dtype=np.int64),
         np.ascontiguousarray(draw, dtype=np.int64),
-        *(x.numpy() for x in (t.strides, t.shape_strides, t.count, t.offset_start, t.offsets, t.perm_start, t.choices, t.permuted)),
+        *(x.numpy() for x in (t.strides, t.shape_strides, t.count, t.offset_start, t.offsets, t.perm_start)),
+        t.choices.numpy(),
+        t.permuted.numpy(),
         nvox,
     )
     return out

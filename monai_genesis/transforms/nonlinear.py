@@ -147,10 +147,10 @@ def apply_lut(
     if flat.device.type == "cpu" and kernels.enabled():
         # the same arithmetic in one compiled pass
         out = kernels.map_lut(
-            flat.contiguous().numpy(),
-            lut.float().contiguous().numpy(),
-            low.reshape(-1).numpy() if scaled else None,
-            span.reshape(-1).numpy() if scaled else None,
+            flat.detach().contiguous().numpy(),
+            lut.detach().float().contiguous().numpy(),
+            low.detach().reshape(-1).numpy() if scaled else None,
+            span.detach().reshape(-1).numpy() if scaled else None,
         )
         return torch.from_numpy(out).reshape(items.shape).to(items.dtype)
     if scaled:

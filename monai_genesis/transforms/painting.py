@@ -177,8 +177,8 @@ def paint(
         noise = noise.mul_(high - low).add_(low)
     noise = noise.to(items.dtype)
     if compiled:
-        out = kernels.paint_boxes(items.contiguous().numpy(), noise.numpy(), boxes.starts, boxes.stops, boxes.used, False)
-        return torch.from_numpy(out)
+        flat = items.detach().contiguous().numpy()
+        return torch.from_numpy(kernels.paint_boxes(flat, noise.numpy(), boxes.starts, boxes.stops, boxes.used, False))
     return items.masked_scatter(holes, noise)
 
 

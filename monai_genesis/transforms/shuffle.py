@@ -118,9 +118,8 @@ def blocks_touching(params: ShuffleParams, starts: torch.Tensor, stops: torch.Te
         used: which boxes are used ``(n, boxes)``.
     """
     if params.origins.device.type == "cpu" and kernels.enabled():
-        keep = kernels.blocks_touching(
-            params.origins.numpy(), params.sizes.numpy(), params.item.numpy(), *(np.asarray(t.cpu()) for t in (starts, stops, used))
-        )
+        boxes = (np.asarray(t.cpu()) for t in (starts, stops, used))
+        keep = kernels.blocks_touching(params.origins.numpy(), params.sizes.numpy(), params.item.numpy(), *boxes)
         return torch.from_numpy(keep)
     if params.origins.device.type == "cpu" and starts.shape[1] <= 63 and params.origins.shape[0] > 0:
         return _blocks_touching_tables(params, starts, stops, used)
@@ -282,7 +281,7 @@ def local_shuffle(
         draw = torch.randint(2**31 - 1, (m,), generator=generator).numpy()
         blocks = (params.sizes.numpy(), params.origins.numpy(), params.item.numpy(), draw, tables, nvox)
         if items.dtype in _NUMPY_DTYPES:
-            out = kernels.local_shuffle(items.reshape(-1).contiguous().numpy(), *blocks)
+            out = kernels.local_shuffle(items.detach().reshape(-1).contiguous().numpy(), *blocks)
             return torch.from_numpy(out).reshape(items.shape)
         source = kernels.local_shuffle(np.arange(n * nvox, dtype=np.int64), *blocks)
         return items.reshape(-1).index_select(0, torch.from_numpy(source)).reshape(items.shape)

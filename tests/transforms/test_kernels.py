@@ -51,7 +51,8 @@ def test_shuffle_kernel_keeps_dtype_and_ignores_empty_draws(monkeypatch):
 @pytest.mark.parametrize("shape, n, fraction", [((64, 64, 32), 2, 0.1), ((40, 30), 3, 0.2), ((9, 11, 13), 1, 0.5)])
 def test_draw_blocks_kernel_matches_torch(monkeypatch, shape, n, fraction):
     compiled, reference = _both(
-        monkeypatch, lambda: draw_blocks(torch.Generator().manual_seed(3), n, shape, num_blocks=700, block_fraction=fraction)
+        monkeypatch,
+        lambda: draw_blocks(torch.Generator().manual_seed(3), n, shape, num_blocks=700, block_fraction=fraction),
     )
     for name in ("sizes", "origins", "item"):
         a, b = getattr(compiled, name), getattr(reference, name)
@@ -67,7 +68,8 @@ def test_lut_kernel_matches_torch(monkeypatch):
     x = torch.rand(3, 24, 20, 16)
     x[0, 0, 0, :4] = torch.tensor([0.0, 1.0, -0.5, 1.5])  # the ends and values clamped onto them
     low, high = torch.tensor([-1.0, -1.0, -2.0]), torch.tensor([2.0, 2.0, 3.0])
-    for args, dtype in [((x, lut), torch.float32), ((x * 3 - 1, lut, low, high), torch.float32), ((x, lut), torch.float16)]:
+    cases = [((x, lut), torch.float32), ((x * 3 - 1, lut, low, high), torch.float32), ((x, lut), torch.float16)]
+    for args, dtype in cases:
         items = args[0].to(dtype)
         compiled, reference = _both(monkeypatch, lambda: apply_lut(items, *args[1:]))
         assert compiled.dtype == dtype and compiled.shape == items.shape
@@ -98,7 +100,8 @@ def test_pipeline_is_the_same_with_and_without_kernels(monkeypatch):
         transform.set_random_state(7)
         return [transform(image) for image in images]
 
-    for make in (RandGenesisCorruption, lambda: RandLocalPixelShuffle(prob=1.0), lambda: RandNonlinearIntensity(prob=1.0)):
+    makers = (RandGenesisCorruption, lambda: RandLocalPixelShuffle(prob=1.0), lambda: RandNonlinearIntensity(prob=1.0))
+    for make in makers:
         compiled, reference = _both(monkeypatch, lambda: run(make()))
         for a, b in zip(compiled, reference):
             a, b = (a, b) if isinstance(a, torch.Tensor) else (torch.stack(a), torch.stack(b))
