@@ -59,6 +59,8 @@ class _Kernel:
     def __call__(self, *args):
         if self.compiled is None:
             numba = _numba()
+            if numba is None:
+                raise RuntimeError(f"{self.fn.__name__} needs Numba: `pip install numba`, or use the torch code.")
             try:
                 self.compiled = numba.njit(cache=True, nogil=True)(self.fn)
             except RuntimeError:  # no writable cache location: compile in memory only
@@ -66,10 +68,7 @@ class _Kernel:
         return self.compiled(*args)
 
 
-_jit = _Kernel
-
-
-@_jit
+@_Kernel
 def _shuffle(out, image, sizes, origins, item, draw, strides, shape_strides, count, offset_start, offsets, perm_start,
              choices, permuted, nvox):  # fmt: skip
     # ``out`` starts as ``image`` (voxels no block covers keep their value); the blocks are written in drawing
@@ -123,7 +122,7 @@ def local_shuffle(image: np.ndarray, sizes, origins, item, draw, tables, nvox: i
     return out
 
 
-@_jit
+@_Kernel
 def _blocks_touching(keep, lo, size, item, starts, stops, used):
     # one box at a time over all blocks, axis by axis: branch-free loops over contiguous arrays (``lo`` and
     # ``size`` are ``(spatial_dims, m)``)
@@ -158,7 +157,7 @@ def blocks_touching(origins, sizes, item, starts, stops, used) -> np.ndarray:
     return keep
 
 
-@_jit
+@_Kernel
 def _map_lut(out, flat, lut, low, span, scaled):
     size = lut.shape[1]
     scale = np.float32(size - 1)
@@ -194,7 +193,7 @@ def map_lut(flat: np.ndarray, lut: np.ndarray, low: np.ndarray | None, span: np.
     return out
 
 
-@_jit
+@_Kernel
 def _place_blocks(sizes, origins, item, shape, raw, shapes, rooms, bits, per_item):
     mask = (1 << bits) - 1
     for b in range(shape.shape[0]):
@@ -218,7 +217,7 @@ def place_blocks(shape: np.ndarray, raw: np.ndarray, shapes: np.ndarray, rooms: 
     return sizes, origins, item
 
 
-@_jit
+@_Kernel
 def _raw_to_float32(raw, out):
     # NumPy's float32 from a 64-bit output: its low 32 bits first, then its high 32, each keeping its top 24 bits
     scale = np.float32(1.0 / 16777216.0)
@@ -237,7 +236,7 @@ def uniform_float32(seed: int, shape) -> np.ndarray:
     return out
 
 
-@_jit
+@_Kernel
 def _paint_rows(out, noise, per_item, n, nx, ny, nz, starts, stops, used, keep_inside, write):
     # items (n, nx, ny, nz): per (x, y) row, the z ranges of the used boxes over it; the painted voxels are those
     # inside a box (``keep_inside`` False) or outside every box, taken in C order; counts them per item (and
