@@ -20,10 +20,10 @@ import numpy as np
 __all__ = [
     "blocks_touching",
     "enabled",
+    "hole_voxels",
+    "inpaint",
     "local_shuffle",
     "map_lut",
-    "paint_boxes",
-    "painted_voxels",
     "place_blocks",
     "uniform_float32",
 ]
@@ -237,10 +237,9 @@ def uniform_float32(seed: int, shape) -> np.ndarray:
 
 
 @_Kernel
-def _paint_rows(out, noise, per_item, n, nx, ny, nz, starts, stops, used, keep_inside, write):
-    # items (n, nx, ny, nz): per (x, y) row, the z ranges of the used boxes over it; the painted voxels are those
-    # inside a box (``keep_inside`` False) or outside every box, taken in C order; counts them per item (and
-    # writes ``noise`` onto them in ``out`` when ``write``)
+def _inpaint_rows(out, noise, per_item, n, nx, ny, nz, starts, stops, used, write):
+    # items (n, nx, ny, nz): per (x, y) row, the z ranges of the used boxes over it; the holes' voxels are taken in
+    # C order and counted per item (and ``noise`` written onto them in ``out`` when ``write``)
     mark = np.zeros(nz, dtype=np.bool_)
     taken = np.uint64(0)
     for i in range(n):
@@ -254,18 +253,12 @@ def _paint_rows(out, noise, per_item, n, nx, ny, nz, starts, stops, used, keep_i
                             mark[:] = False
                             covered = True
                         mark[starts[i, q, 2] : stops[i, q, 2]] = True
-                if not covered:
-                    if keep_inside:
-                        if write:
-                            for z in range(np.uint64(nz)):
-                                out[i, x, y, z] = noise[taken + z]
-                        taken += np.uint64(nz)
-                    continue
-                for z in range(np.uint64(nz)):
-                    if mark[z] != keep_inside:
-                        if write:
-                            out[i, x, y, z] = noise[taken]
-                        taken += np.uint64(1)
+                if covered:
+                    for z in range(np.uint64(nz)):
+                        if mark[z]:
+                            if write:
+                                out[i, x, y, z] = noise[taken]
+                            taken += np.uint64(1)
         per_item[i] = taken - before
 
 
@@ -279,23 +272,22 @@ def _as_3d(shape, starts, stops, used):
     return shape, np.ascontiguousarray(starts), np.ascontiguousarray(stops), np.ascontiguousarray(used, dtype=np.bool_)
 
 
-def painted_voxels(shape, starts, stops, used, keep_inside: bool) -> np.ndarray:
-    """How many voxels of each item of ``shape`` (``(n, *spatial)``, 2 or 3 spatial axes) in- or out-painting
-    replaces: inside the union of its used boxes, or outside it when ``keep_inside``."""
+def hole_voxels(shape, starts, stops, used) -> np.ndarray:
+    """How many voxels of each item of ``shape`` (``(n, *spatial)``, 2 or 3 spatial axes) the union of its used
+    boxes covers: the voxels in-painting replaces."""
     shape, starts, stops, used = _as_3d(shape, starts, stops, used)
     none = np.empty((0, 0, 0, 0), dtype=np.float32)
     per_item = np.empty(shape[0], dtype=np.int64)
-    _paint_rows(none, none.reshape(-1), per_item, *shape, starts, stops, used, keep_inside, False)
+    _inpaint_rows(none, none.reshape(-1), per_item, *shape, starts, stops, used, False)
     return per_item
 
 
-def paint_boxes(items: np.ndarray, noise: np.ndarray, starts, stops, used, keep_inside: bool) -> np.ndarray:
-    """A copy of ``items`` (``(n, *spatial)``, C-contiguous) with its painted voxels (see
-    :py:func:`painted_voxels`) replaced by ``noise``, one value per painted voxel in C order: the values of
-    ``items.masked_scatter(painted, noise)``."""
+def inpaint(items: np.ndarray, noise: np.ndarray, starts, stops, used) -> np.ndarray:
+    """A copy of ``items`` (``(n, *spatial)``, C-contiguous) with the voxels of its holes (see
+    :py:func:`hole_voxels`) replaced by ``noise``, one value per voxel in C order: the values of
+    ``items.masked_scatter(holes, noise)``."""
     out = items.copy()
     shape, starts, stops, used = _as_3d(items.shape, starts, stops, used)
     per_item = np.empty(shape[0], dtype=np.int64)
-    noise = noise.astype(out.dtype, copy=False)
-    _paint_rows(out.reshape(shape), noise, per_item, *shape, starts, stops, used, keep_inside, True)
+    _inpaint_rows(out.reshape(shape), noise.astype(out.dtype, copy=False), per_item, *shape, starts, stops, used, True)
     return out

@@ -165,7 +165,7 @@ def paint(
     compiled = device.type == "cpu" and kernels.enabled() and items.dtype in (torch.float32, torch.float64)
     if compiled:
         # the same values as the masked path below, in one pass over the rows of the boxes
-        per_item = torch.from_numpy(kernels.painted_voxels(items.shape, boxes.starts, boxes.stops, boxes.used, False))
+        per_item = torch.from_numpy(kernels.hole_voxels(items.shape, boxes.starts, boxes.stops, boxes.used))
     else:
         holes = box_mask(items.shape[1:], boxes, device)
         per_item = holes.reshape(items.shape[0], -1).sum(1)
@@ -178,7 +178,7 @@ def paint(
     noise = noise.to(items.dtype)
     if compiled:
         flat = items.detach().contiguous().numpy()
-        return torch.from_numpy(kernels.paint_boxes(flat, noise.numpy(), boxes.starts, boxes.stops, boxes.used, False))
+        return torch.from_numpy(kernels.inpaint(flat, noise.numpy(), boxes.starts, boxes.stops, boxes.used))
     return items.masked_scatter(holes, noise)
 
 

@@ -118,7 +118,7 @@ def test_noise_kernel_is_numpy_pcg64(shape):
 
 
 @pytest.mark.parametrize("spatial, n", [((40, 36, 24), 1), ((40, 36, 24), 3), ((30, 28), 2)])
-def test_paint_kernel_matches_masked_path(monkeypatch, spatial, n):
+def test_painting_is_the_same_with_and_without_kernels(monkeypatch, spatial, n):
     from monai_genesis.transforms import painting
 
     rng = np.random.RandomState(0)
@@ -127,6 +127,8 @@ def test_paint_kernel_matches_masked_path(monkeypatch, spatial, n):
     for draw, keep in ((painting.draw_inpaint_boxes, False), (painting.draw_outpaint_boxes, True)):
         boxes = draw(rng, n, spatial)
         mask = painting.box_mask(spatial, boxes)
+        counts = kernels.hole_voxels((n, *spatial), boxes.starts, boxes.stops, boxes.used)
+        assert counts.tolist() == mask.reshape(n, -1).sum(1).tolist()
         for (low, high), dtype in itertools.product(ranges, (torch.float32, torch.float64)):
             items = x.to(dtype)
             compiled, reference = _both(
