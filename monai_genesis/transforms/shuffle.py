@@ -276,10 +276,11 @@ def local_shuffle(
     m = params.sizes.shape[0]
     if m == 0:
         return items.clone()
+    # one random number per block picks its permutation: base permutation l rotated by k, j = l * count + k
+    draw = torch.randint(2**31 - 1, (m,), generator=generator, device=device)
     if device.type == "cpu" and kernels.enabled():
-        # the same draw as below, then one compiled pass over the blocks
-        draw = torch.randint(2**31 - 1, (m,), generator=generator).numpy()
-        blocks = (params.sizes.numpy(), params.origins.numpy(), params.item.numpy(), draw, tables, nvox)
+        # one compiled pass over the blocks
+        blocks = (params.sizes.numpy(), params.origins.numpy(), params.item.numpy(), draw.numpy(), tables, nvox)
         if items.dtype in _NUMPY_DTYPES:
             out = kernels.local_shuffle(items.detach().reshape(-1).contiguous().numpy(), *blocks)
             return torch.from_numpy(out).reshape(items.shape)
@@ -309,10 +310,7 @@ def local_shuffle(
     def buffer(slot, dtype=idt, numel=total):
         return _buffer(slot, numel, dtype, device)
 
-    # which permutation each block uses: base permutation l rotated by k, from one draw j = l * count + k
-    j = torch.randint(2**31 - 1, (m,), generator=generator, device=device).remainder_(
-        tables.choices.index_select(0, shape_id)
-    )
+    j = draw.remainder_(tables.choices.index_select(0, shape_id))
     perm_base = tables.perm_start.index_select(0, shape_id).add_(j).add_(j.div(count, rounding_mode="floor") * count)
     offset_base = tables.offset_start.index_select(0, shape_id)
 
