@@ -8,14 +8,19 @@ nnU-Net's ``BasicBlockD``). The decoder has one stage per encoder stage but the 
 A 1×1 convolution gives the output; no deep supervision. Norms are instance norms with a learned scale and shift,
 activations LeakyReLU (slope 0.01), convolutions have a bias except in the skips.
 
-With ``sparse=True`` (S3D, after SparK) the encoder simulates sparse convolution on block-masked input
-(Wald et al., CVPR 2025): the masked input voxels are zeroed, after every convolution and normalisation the
-masked positions are zeroed again, and the instance-norm statistics are taken over the visible voxels only. A
-position of a coarser stage is visible when any voxel it pools is visible (a max-pooling of the visible mask), so
-the block size need not match the total downsampling. Before the decoder, each stage's features are "densified":
-a learned mask token fills the masked positions, then a norm and a projection convolution. The network receives
-the mask as ``forward(x, mask)``; inside ``SupervisedTrainer`` :py:class:`monai_genesis.engines.MaskedPrepareBatch`
-with ``mask_kwarg="mask"`` passes it.
+With ``sparse=True`` (S3D) the encoder simulates sparse convolution on block-masked input as nnssl's SparK
+conversion does (Wald et al., CVPR 2025; SparK, Tian et al., ICLR 2023): after every convolution and
+normalisation the masked positions are zeroed again, and the instance-norm statistics are taken over the visible
+voxels only. At a stage whose resolution is at least that of the mask's block grid a position is visible when its
+block is (a max-pooling of the visible mask); a stage coarser than the block grid on every axis is fully visible,
+as in nnssl. Before the decoder, each stage's features are "densified" in nnssl's order: normalised over the
+visible positions only (no learned scale), the masked positions filled with a learned mask token, then projected
+by a convolution (none on the first, full-resolution stage). One choice differs from nnssl and follows SparK: the
+masked input voxels are zeroed before the stem (nnssl's trainer feeds the unmasked image; the stem's output is
+masked either way, but its 3³ kernel reads masked voxels next to visible ones). The network receives the mask as
+``forward(x, mask)``; inside ``SupervisedTrainer`` :py:class:`monai_genesis.engines.MaskedPrepareBatch` with
+``mask_kwarg="mask"`` passes it. The block grid is ``mask_block_size`` when given, otherwise read from the mask
+(the greatest common divisor of the positions where it changes, per axis).
 
 Parameter names do not depend on ``sparse``: the S3D network has the dense one's parameters plus ``densify.*``, so
 the stem and encoder (``encoder.*``) of a pretrained S3D or MAE network load by name into a dense twin for
@@ -30,12 +35,21 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
-from monai.networks.layers.factories import Norm, Pool
+from monai.networks.layers.factories import Pool
 from torch import nn
 
 from monai_genesis.networks.layers import make_activation
 
-__all__ = ["MaskedInstanceNorm", "ResidualBlock", "ResEncClassifier", "ResEncoder", "ResEncUNet", "RESENC_PRESETS"]
+__all__ = [
+    "MaskedInstanceNorm",
+    "ResidualBlock",
+    "ResEncClassifier",
+    "ResEncoder",
+    "ResEncUNet",
+    "RESENC_PRESETS",
+    "mask_block_grid",
+    "visible_instance_norm",
+]
 
 # nnU-Net's ResEnc M and L planners give the same 6-stage network for a 160³ patch: they differ in the GPU memory
 # they plan for, hence in patch and batch size, not in the layers; "cpu" is a narrow width for tests and CPU runs
@@ -50,6 +64,43 @@ _SLOPE = 0.01
 def _masked(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     """Zero the masked positions of ``x`` (``keep`` is 1 where visible); dense when ``keep`` is None."""
     return x if keep is None else x * keep
+
+
+def visible_instance_norm(x: torch.Tensor, keep: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Normalise ``x`` ``(B, C, *spatial)`` per sample and channel with the mean and biased variance of its visible
+    voxels (``keep`` ``(B, 1, *spatial)``, 1 where visible); the masked positions get the same affine map.
+
+    Args:
+        x: the features.
+        keep: the visible mask.
+        eps: added to the variance.
+    """
+    dims = tuple(range(2, x.ndim))
+    count = keep.sum(dims, keepdim=True).clamp_min(1.0)
+    mean = (x * keep).sum(dims, keepdim=True) / count
+    var = ((x - mean) ** 2 * keep).sum(dims, keepdim=True) / count
+    return (x - mean) * torch.rsqrt(var + eps)
+
+
+def mask_block_grid(mask: torch.Tensor) -> tuple[int, ...]:
+    """The block side of a block mask ``(B, 1, *spatial)`` per axis, read from the mask itself.
+
+    On each axis it is the greatest common divisor of the side and of every position where the mask changes
+    along that axis (over the whole batch): the block size of a block mask, or a multiple of it when the draw
+    happens to change only at coarser steps (the stages it decides about then look the same either way).
+
+    Args:
+        mask: the mask (1 or True where masked).
+    """
+    grid = []
+    m = mask.bool()
+    for axis in range(2, m.ndim):
+        side = m.shape[axis]
+        changes = (m.narrow(axis, 1, side - 1) != m.narrow(axis, 0, side - 1))
+        other = tuple(d for d in range(m.ndim) if d != axis)
+        positions = (torch.nonzero(changes.any(dim=other) if other else changes).flatten() + 1).tolist()
+        grid.append(math.gcd(side, *positions))
+    return tuple(grid)
 
 
 class MaskedInstanceNorm(nn.Module):
@@ -74,12 +125,8 @@ class MaskedInstanceNorm(nn.Module):
         """Normalise ``x`` ``(B, C, *spatial)`` per sample and channel, over the visible voxels if ``keep`` is given."""
         if keep is None:
             return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
-        dims = tuple(range(2, x.ndim))
-        count = keep.sum(dims, keepdim=True).clamp_min(1.0)
-        mean = (x * keep).sum(dims, keepdim=True) / count
-        var = ((x - mean) ** 2 * keep).sum(dims, keepdim=True) / count
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+        return visible_instance_norm(x, keep, self.eps) * self.weight.view(shape) + self.bias.view(shape)
 
 
 class ConvNormAct(nn.Module):
@@ -213,29 +260,43 @@ class ResEncoder(nn.Module):
             width = features[s]
         self.stages = nn.ModuleList(stages)
 
-    def visible_masks(self, mask: torch.Tensor | None) -> list[torch.Tensor | None]:
+    def visible_masks(
+        self, mask: torch.Tensor | None, block_size: int | Sequence[int] | None = None
+    ) -> list[torch.Tensor | None]:
         """The visible mask (1 = visible) at the input and at each stage's resolution; Nones when ``mask`` is None.
+
+        A stage coarser than the block grid on every axis is fully visible (as in nnssl); at the other stages a
+        position is visible when any voxel it pools is (the block's value when the stage's step divides the block).
 
         Args:
             mask: ``(B, 1, *spatial)``, 1 (or True) where masked, or None.
+            block_size: side of the mask's blocks, an int or one per axis; None reads it from the mask
+                (:py:func:`mask_block_grid`).
         """
         if mask is None:
             return [None] * (len(self.stages) + 1)
+        blocks = mask_block_grid(mask) if block_size is None else _per_axis(block_size, self.spatial_dims)
         keeps = [(mask <= 0.5).to(torch.float32)]
+        step = (1,) * self.spatial_dims
+        pool = F.max_pool3d if self.spatial_dims == 3 else F.max_pool2d
         for stride in self.strides:
             keep = keeps[-1]
+            step = tuple(a * s for a, s in zip(step, stride))
             if any(s != 1 for s in stride):
-                # a coarse position is visible when any voxel it pools is visible
-                pool = F.max_pool3d if self.spatial_dims == 3 else F.max_pool2d
                 keep = pool(keep, stride, stride)
+            if all(a > b for a, b in zip(step, blocks)):
+                keep = torch.ones_like(keep)
             keeps.append(keep)
         return keeps
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, block_size: int | Sequence[int] | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Encode ``x``; with ``mask`` (``(B, 1, *spatial)``, 1 where masked) sparsely, from the visible voxels only."""
-        keeps = self.visible_masks(mask)
+        """Encode ``x``; with ``mask`` (``(B, 1, *spatial)``, 1 where masked) sparsely, from the visible voxels only.
+
+        ``block_size`` is the side of the mask's blocks (see :py:meth:`visible_masks`); None reads it from the mask.
+        """
+        keeps = self.visible_masks(mask, block_size)
         if keeps[0] is not None:
             keeps = [k.to(x.dtype) for k in keeps]
         x = self.stem(_masked(x, keeps[0]), keeps[0])
@@ -248,26 +309,37 @@ class ResEncoder(nn.Module):
 
 
 class Densify(nn.Module):
-    """SparK's densify step: a learned mask token fills the masked positions, then a norm and a projection conv.
+    """nnssl's densify step of S3D: normalise over the visible positions, fill the masked ones with a learned mask
+    token, then project.
+
+    The norm has no learned scale or shift (nnssl's sparse instance norm); without a visible mask it normalises
+    every position and no token is used, as for fine-tuning.
 
     Args:
         spatial_dims: 2 or 3.
         channels: channels of the stage.
         kernel_size: kernel of the projection.
+        project: whether to end with the projection convolution (nnssl has none on the full-resolution stage).
     """
 
-    def __init__(self, spatial_dims: int, channels: int, kernel_size: int | Sequence[int] = 3) -> None:
+    def __init__(
+        self, spatial_dims: int, channels: int, kernel_size: int | Sequence[int] = 3, project: bool = True
+    ) -> None:
         super().__init__()
         self.mask_token = nn.Parameter(torch.zeros(1, channels, *([1] * spatial_dims)))
         nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.02, b=0.02)
-        self.norm = Norm[Norm.INSTANCE, spatial_dims](channels, affine=True)
-        self.proj = Convolution(spatial_dims, channels, channels, kernel_size=kernel_size, conv_only=True, bias=True)
+        self.proj = (
+            Convolution(spatial_dims, channels, channels, kernel_size=kernel_size, conv_only=True, bias=True)
+            if project
+            else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        """Fill the masked positions of ``x`` (``keep`` is 1 where visible) with the token, normalise, project."""
-        if keep is not None:
-            x = x * keep + self.mask_token * (1 - keep)
-        return self.proj(self.norm(x))
+        """Normalise ``x`` over its visible positions (``keep`` is 1 there), put the token elsewhere, project."""
+        if keep is None:
+            return self.proj(F.instance_norm(x))
+        x = torch.where(keep > 0.5, visible_instance_norm(x, keep), self.mask_token.to(x.dtype))
+        return self.proj(x)
 
 
 class ResEncUpStage(nn.Module):
@@ -332,6 +404,8 @@ class ResEncUNet(nn.Module):
         kernel_size: kernel of the convolutions: an int, or one int or per-axis tuple per stage.
         decoder_convs: conv-norm-act blocks per decoder stage.
         sparse: the S3D encoder (masked positions zeroed, statistics over visible voxels) and the densify steps.
+        mask_block_size: side of the mask's blocks for S3D (which stages are coarser than the block grid, hence
+            fully visible), an int or one per axis; None reads it from each mask.
         out_activation: ``None`` for the restoration of z-scored intensities and for logits, or a name of
             ``monai.networks.layers.Act`` such as ``"sigmoid"``. It has no parameters.
     """
@@ -348,6 +422,7 @@ class ResEncUNet(nn.Module):
         decoder_convs: int = 1,
         sparse: bool = False,
         out_activation: str | tuple | None = None,
+        mask_block_size: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -365,10 +440,13 @@ class ResEncUNet(nn.Module):
             raise ValueError(f"decoder_convs must be at least 1, got {decoder_convs}.")
         kernels = _per_stage(kernel_size, n, "kernel_size")
         self.spatial_dims, self.sparse = spatial_dims, sparse
+        self.mask_block_size = None if mask_block_size is None else _per_axis(mask_block_size, spatial_dims)
         self.encoder = ResEncoder(spatial_dims, in_channels, features, blocks_per_stage, strides, kernels)
         self.downsampling = tuple(math.prod(s[a] for s in self.encoder.strides) for a in range(spatial_dims))
         self.densify = (
-            nn.ModuleList([Densify(spatial_dims, f, kernels[s]) for s, f in enumerate(features)]) if sparse else None
+            nn.ModuleList([Densify(spatial_dims, f, kernels[s], project=s > 0) for s, f in enumerate(features)])
+            if sparse
+            else None
         )
         self.decoder = nn.ModuleList(
             [
@@ -414,9 +492,13 @@ class ResEncUNet(nn.Module):
                     f"ResEncUNet: the mask must have shape (B, 1, *spatial) = {(x.shape[0], 1, *spatial)}, "
                     f"got {tuple(mask.shape)}."
                 )
-        bottleneck, skips = self.encoder(x, mask)
+        blocks = self.mask_block_size
+        if mask is not None and blocks is None:
+            blocks = mask_block_grid(mask)  # read once for the encoder and the densify steps
+        bottleneck, skips = self.encoder(x, mask, blocks)
         if self.densify is not None:
-            keeps = [None if k is None else k.to(x.dtype) for k in self.encoder.visible_masks(mask)[1:]]
+            keeps = self.encoder.visible_masks(mask, blocks)[1:]
+            keeps = [None if k is None else k.to(x.dtype) for k in keeps]
             features = [d(f, k) for d, f, k in zip(self.densify, [*skips, bottleneck], keeps)]
             skips, bottleneck = features[:-1], features[-1]
         y = bottleneck

@@ -12,6 +12,7 @@ from torch import nn
 from monai_genesis.engines import MaskedPrepareBatch
 from monai_genesis.losses import MaskedMSELoss
 from monai_genesis.networks import RESENC_PRESETS, MaskedInstanceNorm, ResEncUNet
+from monai_genesis.networks.resenc import mask_block_grid
 from monai_genesis.transforms import RandBlockMask, RandBlockMaskd
 
 # a small 3D network: 4 stages, total stride 8, so 32³ inputs reach 4³ at the bottom
@@ -120,8 +121,10 @@ def test_parameter_names_identical_across_the_s3d_option():
     assert set(dense_shapes) <= set(sparse_shapes)
     assert all(sparse_shapes[k] == s for k, s in dense_shapes.items())
     assert extra and all(k.startswith("densify.") for k in extra)
-    # per stage: the mask token, the norm's scale and shift, the projection's weight and bias
-    assert len(extra) == 6 * 5 and sparse_shapes["densify.5.mask_token"] == (1, 64, 1, 1, 1)
+    # per stage a mask token, and a projection's weight and bias but on the full-resolution stage; no norm parameters
+    assert len(extra) == 6 + 5 * 2 and sparse_shapes["densify.5.mask_token"] == (1, 64, 1, 1, 1)
+    assert sorted(k for k in extra if k.startswith("densify.0.")) == ["densify.0.mask_token"]
+    assert sparse_shapes["densify.1.proj.conv.weight"] == (16, 16, 3, 3, 3)
 
 
 def test_masked_instance_norm_uses_visible_voxels_only():
@@ -171,9 +174,10 @@ def test_s3d_encoder_ignores_masked_voxels():
     assert torch.equal(m1, m2)
     # the dense encoder on the same inputs does see the masked voxels
     assert not torch.allclose(ds1[0] * keeps[0], ds2[0] * keeps[0])
-    # at 1/8 resolution a position pools 2³ blocks of 4: visible when any of them is visible
-    coarse = 1 - torch.nn.functional.max_pool3d(1 - mask, 8)
-    assert torch.equal(keeps[-1], 1 - coarse) and 0 < keeps[-1].mean() < 1
+    # down to the block grid (1/4) a position is visible when its block is; at 1/8, coarser than the blocks of 4,
+    # every position is visible, as in nnssl
+    assert torch.equal(keeps[-2], 1 - mask[:, :, ::4, ::4, ::4]) and 0 < keeps[-2].mean() < 1
+    assert torch.equal(keeps[-1], torch.ones_like(keeps[-1]))
 
 
 @pytest.mark.slow
@@ -264,3 +268,54 @@ def test_dictionary_path_reaches_the_s3d_network_with_prepare_batch_extra_input(
     loss = MaskedMSELoss()(net(masked, *args, **kwargs), target)
     loss.backward()
     assert 0 < loss.item() < 100
+
+
+def test_block_grid_is_read_from_the_mask_and_decides_the_fully_visible_stages():
+    masker = RandBlockMask(block_size=(4, 8), mask_ratio=0.5)
+    masker.set_random_state(3)
+    _, mask = masker.mask_batch(torch.randn(2, 1, 32, 32))
+    assert mask_block_grid(mask) == (4, 8)
+    assert mask_block_grid(torch.zeros(1, 1, 32, 16)) == (32, 16)  # nothing masked: one block
+    net = ResEncUNet(spatial_dims=2, **SMALL, sparse=True)
+    # steps 1, 2, 4, 8 against blocks (4, 8): only a stage coarser on both axes would be fully visible
+    keeps = net.encoder.visible_masks(mask, (4, 8))
+    assert [float(k.min()) for k in keeps[1:]] == [0.0, 0.0, 0.0, 0.0]
+    # at step 8 a position covers two blocks of the first axis: visible when either is
+    assert torch.equal(keeps[-1], torch.nn.functional.max_pool2d(1 - mask, 8))
+    keeps = net.encoder.visible_masks(mask, 2)
+    assert [bool((k == 1).all()) for k in keeps[1:]] == [False, False, True, True]
+    assert ResEncUNet(spatial_dims=2, **SMALL, sparse=True, mask_block_size=2).mask_block_size == (2, 2)
+
+
+def _reference_densify(features, keep, token, eps=1e-5):
+    """nnssl's order written out voxel by voxel: statistics of the visible values, normalise them, token elsewhere."""
+    out = torch.empty_like(features)
+    for b in range(features.shape[0]):
+        visible = keep[b, 0].bool()
+        for c in range(features.shape[1]):
+            values = features[b, c][visible]
+            mean, var = values.mean(), ((values - values.mean()) ** 2).mean()
+            out[b, c] = torch.where(visible, (features[b, c] - mean) / torch.sqrt(var + eps), token[0, c])
+    return out
+
+
+@torch.no_grad()
+def test_densify_normalises_visible_voxels_then_fills_the_token_then_projects():
+    torch.manual_seed(0)
+    net = ResEncUNet(spatial_dims=2, **SMALL, sparse=True)
+    features = torch.randn(2, 8, 16, 16) * 3 + 2
+    keep = (torch.rand(2, 1, 16, 16) > 0.6).float()
+    densify = net.densify[1]
+    expected = _reference_densify(features, keep, densify.mask_token)
+    torch.testing.assert_close(densify(features, keep), densify.proj(expected), rtol=1e-5, atol=1e-5)
+    # the masked voxels' values do not matter, and the filled positions hold the token before the projection
+    noisy = torch.where(keep.bool(), features, torch.randn_like(features) * 100)
+    torch.testing.assert_close(densify(noisy, keep), densify(features, keep))
+    first = net.densify[0]
+    assert isinstance(first.proj, nn.Identity)  # no projection at full resolution
+    filled = first(features[:, :4], keep)
+    torch.testing.assert_close(filled, _reference_densify(features[:, :4], keep, first.mask_token))
+    hidden = ~keep[0, 0].bool()
+    assert torch.equal(filled[0][:, hidden], first.mask_token[0, :, 0].expand(4, int(hidden.sum())))
+    # without a mask: a plain instance norm, no token
+    torch.testing.assert_close(first(features[:, :4], None), nn.InstanceNorm2d(4)(features[:, :4]))
