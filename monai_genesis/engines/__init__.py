@@ -1,6 +1,5 @@
-"""Engine helpers: batch preparation that corrupts on the training device."""
+"""Engine helpers: one batch preparation that applies a pretext (corruption, masking) on the training device."""
 
-from .masking import MaskedPrepareBatch
-from .prepare_batch import GenesisPrepareBatch
+from .prepare_batch import GenesisPrepareBatch, MaskedPrepareBatch, PretextPrepareBatch
 
-__all__ = ["GenesisPrepareBatch", "MaskedPrepareBatch"]
+__all__ = ["PretextPrepareBatch", "GenesisPrepareBatch", "MaskedPrepareBatch"]

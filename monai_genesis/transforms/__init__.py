@@ -43,7 +43,6 @@ from .intensity import (
     ApplyIntensitySettingd,
     ForegroundPercentileWindow,
     ForegroundPercentileWindowd,
-    Intensityd,
     check_intensity_setting,
     intensity_transform,
 )
@@ -88,7 +87,6 @@ __all__ = [
     "FixedCubeSamplesd",
     "ForegroundPercentileWindow",
     "ForegroundPercentileWindowd",
-    "Intensityd",
     "LoadVolume",
     "LoadVolumed",
     "RandCubeSamples",

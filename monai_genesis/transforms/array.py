@@ -114,7 +114,7 @@ def _subset(draw: ItemDraw, selected: np.ndarray) -> ItemDraw:
 class _ItemCorruption(RandomizableTransform):
     """Base of the corruptions applied to each channel ("item") independently, with a shared batched path.
 
-    Subclasses implement ``draw(n, spatial_shape, device)`` (parameters of ``n`` items, from ``self.R``) and
+    Subclasses implement ``draw_params(R, n, spatial_shape, device)`` (parameters of ``n`` items, from ``R``) and
     ``apply(items, params, low, high, generator)`` (a vectorised kernel over ``(n, *spatial)``).
     """
 
@@ -135,7 +135,7 @@ class _ItemCorruption(RandomizableTransform):
         self.spatial_dims = spatial_dims
         self.last_draw: ItemDraw | None = None
 
-    def draw(self, n: int, spatial_shape: tuple[int, ...], device: torch.device) -> Any:
+    def draw_params(self, R: np.random.RandomState, n: int, spatial_shape: tuple[int, ...], device) -> Any:
         raise NotImplementedError
 
     def apply(self, items: torch.Tensor, params: Any, low, high, generator: torch.Generator) -> torch.Tensor:
@@ -146,6 +146,28 @@ class _ItemCorruption(RandomizableTransform):
         mode."""
         return percentile_range(items) if self.zscore else self.value_range
 
+    def draw_items(
+        self,
+        R: np.random.RandomState,
+        shape: Sequence[int],
+        device: torch.device | str = "cpu",
+        selected: np.ndarray | None = None,
+    ) -> ItemDraw:
+        """Draw from ``R`` which items of ``shape`` ``(n, *spatial)`` to corrupt, their parameters and the seed of
+        their noise, for items on ``device``; nothing of the transform changes.
+
+        Args:
+            R: the random state to draw from.
+            shape: the items' shape ``(n, *spatial)``.
+            device: where the items are (the shuffled blocks are drawn there).
+            selected: which items to corrupt; None draws each with probability ``prob``.
+        """
+        shape = tuple(int(s) for s in shape)
+        check_min_spatial_size(shape[1:], self.min_size, type(self).__name__, self.min_size_reason)
+        chosen = R.rand(shape[0]) < self.prob if selected is None else np.asarray(selected, dtype=bool)
+        params = self.draw_params(R, int(chosen.sum()), shape[1:], torch.device(device)) if chosen.any() else None
+        return ItemDraw(shape, chosen, params, draw_seed(R))
+
     def randomize(self, data: torch.Tensor, selected: np.ndarray | None = None) -> ItemDraw:
         """Draw which items to corrupt, their parameters and the seed of their noise; returns and keeps the draw.
 
@@ -153,11 +175,7 @@ class _ItemCorruption(RandomizableTransform):
             data: the items ``(n, *spatial)``; parameters are drawn for their shape, on their device.
             selected: which items to corrupt; None draws each with probability ``prob``.
         """
-        shape = tuple(data.shape)
-        check_min_spatial_size(shape[1:], self.min_size, type(self).__name__, self.min_size_reason)
-        chosen = self.R.rand(shape[0]) < self.prob if selected is None else np.asarray(selected, dtype=bool)
-        params = self.draw(int(chosen.sum()), shape[1:], data.device) if chosen.any() else None
-        self.last_draw = ItemDraw(shape, chosen, params, draw_seed(self.R))
+        self.last_draw = self.draw_items(self.R, data.shape, data.device, selected)
         self._do_transform = self.last_draw.active
         return self.last_draw
 
@@ -242,8 +260,8 @@ class RandNonlinearIntensity(_ItemCorruption):
             raise ValueError(f"num_points and lut_size must be at least 2, got {num_points} and {lut_size}.")
         self.num_points, self.lut_size = int(num_points), int(lut_size)
 
-    def draw(self, n, spatial_shape, device):
-        return draw_nonlinear(self.R, n, self.invert_prob)
+    def draw_params(self, R, n, spatial_shape, device):
+        return draw_nonlinear(R, n, self.invert_prob)
 
     def apply(self, items, params, low, high, generator):
         lut = bezier_lut(params, items.device, self.num_points, self.lut_size)
@@ -286,8 +304,8 @@ class RandLocalPixelShuffle(_ItemCorruption):
     def bounds(self, items):
         return None, None  # a permutation needs no value range
 
-    def draw(self, n, spatial_shape, device):
-        generator = torch_generator(self.R, device)
+    def draw_params(self, R, n, spatial_shape, device):
+        generator = torch_generator(R, device)
         return draw_blocks(generator, n, spatial_shape, self.num_blocks, self.block_fraction, device)
 
     def apply(self, items, params, low, high, generator):
@@ -313,8 +331,8 @@ class _Paint(_ItemCorruption):
             raise ValueError(f"max_boxes must be at least 1, got {max_boxes}.")
         self.max_boxes, self.continue_rate = int(max_boxes), _check_prob("continue_rate", continue_rate)
 
-    def draw(self, n, spatial_shape, device):
-        return self.draw_boxes(self.R, n, spatial_shape, self.max_boxes, self.continue_rate)
+    def draw_params(self, R, n, spatial_shape, device):
+        return self.draw_boxes(R, n, spatial_shape, self.max_boxes, self.continue_rate)
 
     def apply(self, items, params, low, high, generator):
         return paint(items, params, self.keep_inside, low, high, generator)
@@ -472,9 +490,10 @@ class RandGenesisCorruption(RandomizableTransform):
             part.set_random_state(state=self.R)
         return self
 
-    def draw_batch(self, shape: Sequence[int], device: torch.device | str = "cpu") -> GenesisDraw:
-        """Draw every parameter of the corruption of a batch of ``shape`` ``(B, C, *spatial)`` on ``device``;
-        returns and keeps the draw (``last_draw``)."""
+    def draw(self, R: np.random.RandomState, shape: Sequence[int], device: torch.device | str = "cpu") -> GenesisDraw:
+        """Draw from ``R`` every parameter of the corruption of a batch of ``shape`` ``(B, C, *spatial)`` on
+        ``device``; nothing of the transform changes, so one corruption serves several users, each with its own
+        random state (:py:class:`monai_genesis.engines.PretextPrepareBatch`)."""
         shape = tuple(int(s) for s in shape)
         name = type(self).__name__
         if len(shape) not in (4, 5) or (self.spatial_dims is not None and len(shape) != self.spatial_dims + 2):
@@ -483,17 +502,22 @@ class RandGenesisCorruption(RandomizableTransform):
         check_min_spatial_size(spatial, self.outpaint.min_size, name, self.outpaint.min_size_reason)
         # a zero-stride stand-in for the items: the draws need only their shape and device
         items = torch.zeros((), device=device).expand(shape[0] * shape[1], *spatial)
-        flips = self.flip.randomize(n=shape[0], spatial_dims=len(spatial))
+        flips = draw_flips(R, shape[0], len(spatial), self.flip.flip_rate, self.flip.max_flips)
         n = items.shape[0]
         # painting does not depend on the image, so it is drawn first: the shuffle then skips the blocks that
         # out-painting covers with noise anyway, which leaves every kept voxel's distribution as it was
-        painted = self.R.rand(n) < self.paint_rate
-        inpainted = painted & (self.R.rand(n) < self.inpaint_rate)
-        inpaint = self.inpaint.randomize(items, selected=inpainted)
-        outpaint = self.outpaint.randomize(items, selected=painted & ~inpainted)
-        shuffle = self._skip_erased_blocks(self.shuffle.randomize(items), outpaint)
-        nonlinear = self.nonlinear.randomize(items)
-        self.last_draw = GenesisDraw(flips, shuffle, nonlinear, inpaint, outpaint)
+        painted = R.rand(n) < self.paint_rate
+        inpainted = painted & (R.rand(n) < self.inpaint_rate)
+        inpaint = self.inpaint.draw_items(R, items.shape, device, selected=inpainted)
+        outpaint = self.outpaint.draw_items(R, items.shape, device, selected=painted & ~inpainted)
+        shuffle = self._skip_erased_blocks(self.shuffle.draw_items(R, items.shape, device), outpaint)
+        nonlinear = self.nonlinear.draw_items(R, items.shape, device)
+        return GenesisDraw(flips, shuffle, nonlinear, inpaint, outpaint)
+
+    def draw_batch(self, shape: Sequence[int], device: torch.device | str = "cpu") -> GenesisDraw:
+        """Draw every parameter of the corruption of a batch of ``shape`` ``(B, C, *spatial)`` on ``device`` from
+        ``self.R``; returns and keeps the draw (``last_draw``)."""
+        self.last_draw = self.draw(self.R, shape, device)
         return self.last_draw
 
     def randomize(self, data: NdarrayOrTensor) -> GenesisDraw:
@@ -568,6 +592,17 @@ class RandGenesisCorruption(RandomizableTransform):
         out = items.clone()
         out[index] = painted
         return out
+
+    def training_pair(self, x: torch.Tensor, draw: GenesisDraw) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """The restoration pair of a batch ``(B, C, *spatial)`` for ``draw``: ``(corrupted, target, {})`` (no extra
+        network argument), after checking the intensities; the pretext interface of
+        :py:class:`monai_genesis.engines.PretextPrepareBatch`."""
+        name = type(self).__name__
+        if not x.is_floating_point():
+            raise ValueError(f"{name}: expected a floating-point batch, got dtype {x.dtype}; convert and scale it first.")
+        check_intensity(x, self.value_range, name)
+        corrupted, target = self.apply_batch(x, draw)
+        return corrupted, target, {}
 
     def corrupt_batch(
         self, x: torch.Tensor, check: bool = True, randomize: bool = True

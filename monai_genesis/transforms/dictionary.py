@@ -220,9 +220,11 @@ class RandGenesisCorruptiond(RandomizableTransform, MapTransform):
         keys: keys of the images to corrupt. Defaults to ``"image"``.
         target_keys: where to put the clean images, one per key. Defaults to ``"label"``.
         allow_missing_keys: don't raise an error when a key is missing.
+        corruption: a :py:class:`RandGenesisCorruption` built elsewhere (a config's one ``corruption`` node, also
+            given to :py:class:`monai_genesis.engines.PretextPrepareBatch`); None builds one from ``kwargs``.
         kwargs: the arguments of :py:class:`RandGenesisCorruption` (``flip_rate``, ``local_rate``,
             ``nonlinear_rate``, ``paint_rate``, ``inpaint_rate``, ``value_range``, ``zscore``, ``spatial_dims``,
-            ``num_blocks``).
+            ``num_blocks``), when ``corruption`` is None.
     """
 
     backend = RandGenesisCorruption.backend
@@ -232,16 +234,21 @@ class RandGenesisCorruptiond(RandomizableTransform, MapTransform):
         keys: KeysCollection = "image",
         target_keys: KeysCollection = "label",
         allow_missing_keys: bool = False,
+        corruption: RandGenesisCorruption | None = None,
         **kwargs,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, 1.0)
+        if corruption is not None and kwargs:
+            raise ValueError(
+                f"RandGenesisCorruptiond: give either corruption= or its arguments, got both (arguments {sorted(kwargs)})."
+            )
         self.target_keys = ensure_tuple(target_keys)
         if len(self.target_keys) != len(self.keys):
             raise ValueError(f"give one target key per key, got keys {self.keys} and target_keys {self.target_keys}.")
         if set(self.target_keys) & set(self.keys):
             raise ValueError(f"target_keys {self.target_keys} must differ from keys {self.keys}.")
-        self.corruption = RandGenesisCorruption(**kwargs)
+        self.corruption = RandGenesisCorruption(**kwargs) if corruption is None else corruption
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
         super().set_random_state(seed, state)

@@ -13,9 +13,8 @@ from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import MapTransform, NormalizeIntensityd, ScaleIntensityd, ScaleIntensityRanged, Transform
-from monai.utils import TransformBackends, convert_to_tensor, deprecated
+from monai.utils import TransformBackends, convert_to_tensor
 
-from monai_genesis import __version__
 from monai_genesis.errors import GenesisInputError
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "ForegroundPercentileWindow",
     "ForegroundPercentileWindowd",
     "ApplyIntensitySettingd",
-    "Intensityd",
     "check_intensity_setting",
     "intensity_transform",
 ]
@@ -242,8 +240,3 @@ def intensity_transform(
     """The dictionary transform that maps ``keys`` to [0, 1]: :py:class:`ApplyIntensitySettingd` with ``setting``
     as the default of the entries that name no setting of their own."""
     return ApplyIntensitySettingd(setting, keys, ct_window=ct_window, percentiles=percentiles)
-
-
-@deprecated(since="0.2.0", version_val=__version__, msg_suffix="use ApplyIntensitySettingd, the same transform under a name that says what it does.")
-class Intensityd(ApplyIntensitySettingd):
-    """Deprecated name of :py:class:`ApplyIntensitySettingd`."""

@@ -18,6 +18,7 @@ concatenate ``target_keys`` and ``mask_key`` with ``ConcatItemsd``);
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -94,6 +95,14 @@ def apply_block_masks(x: torch.Tensor, voxel_masks: torch.Tensor, fill: float = 
     return torch.where(voxel_masks[:, None], torch.as_tensor(fill, dtype=x.dtype, device=x.device), x)
 
 
+_DEGENERATE_RATIO = {
+    0.0: "RandBlockMask: mask_ratio=0 masks no block, so MaskedMSELoss is 0 on every batch and a network trained "
+    "with it learns nothing; mae_pretrain: pass --mask_ratio in (0, 1), e.g. 0.75 as in the paper.",
+    1.0: "RandBlockMask: mask_ratio=1 masks every block, so every input is all fill values and a network can only "
+    "learn the mean image; mae_pretrain: pass --mask_ratio in (0, 1), e.g. 0.75 as in the paper.",
+}
+
+
 def _check_block_size(block_size: int | Sequence[int]) -> tuple[int, ...]:
     sizes = ensure_tuple(block_size)
     if len(sizes) not in (1, 2, 3) or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in sizes):
@@ -109,13 +118,21 @@ class RandBlockMask(RandomizableTransform):
     See :py:mod:`monai_genesis.transforms.masking`. ``randomize(spatial_shape)`` draws the block mask from
     ``self.R``; ``__call__(img, randomize=False)`` applies the last draw. :py:meth:`voxel_mask` gives the mask of
     the last draw; :py:meth:`mask_batch` masks a batch on its device, one draw per sample. Every spatial side must
-    be a multiple of the block size.
+    be a multiple of the block size. As a pretext of :py:class:`monai_genesis.engines.PretextPrepareBatch`,
+    :py:meth:`draw` draws the block masks of a batch from a given random state and :py:meth:`training_pair` gives
+    ``(masked, cat([clean, mask]), {"mask": mask})``.
+
+    ``mask_ratio`` 0 masks nothing (:py:class:`monai_genesis.losses.MaskedMSELoss` is then 0 and a network
+    learns nothing) and 1 masks everything (the inputs are all ``fill``): both are allowed, as a transform may
+    be used to show a picture, but warned about when the transform is made.
 
     Args:
         block_size: voxels per block side, an int or one per spatial axis. Defaults to 16.
         mask_ratio: fraction of the blocks that are masked, in ``[0, 1]``. Defaults to 0.75.
         fill: the value of masked voxels. Defaults to 0 (the mean of z-scored input).
         spatial_dims: 2 or 3 to require that many spatial axes; None infers it from the image.
+        spatial_size: the spatial size of the images it will mask, when it is known (a bundle's patch size):
+            checked against ``block_size`` when the transform is made rather than at the first image.
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -126,11 +143,14 @@ class RandBlockMask(RandomizableTransform):
         mask_ratio: float = 0.75,
         fill: float = 0.0,
         spatial_dims: int | None = None,
+        spatial_size: Sequence[int] | None = None,
     ) -> None:
         RandomizableTransform.__init__(self, 1.0)
         self.block_size = _check_block_size(block_size)
         if not 0.0 <= mask_ratio <= 1.0:
-            raise ValueError(f"mask_ratio must be a fraction in [0, 1], got {mask_ratio}.")
+            raise ValueError(f"mask_ratio must be a fraction in [0, 1], got {mask_ratio} (mae_pretrain: --mask_ratio).")
+        if mask_ratio in (0.0, 1.0):
+            warnings.warn(_DEGENERATE_RATIO[float(mask_ratio)], stacklevel=2)
         if not np.isfinite(fill):
             raise ValueError(f"fill must be a finite number, got {fill}.")
         if spatial_dims not in (None, 2, 3):
@@ -139,6 +159,8 @@ class RandBlockMask(RandomizableTransform):
             raise ValueError(f"block_size {block_size!r} does not match spatial_dims={spatial_dims}.")
         self.mask_ratio, self.fill, self.spatial_dims = float(mask_ratio), float(fill), spatial_dims
         self._block_mask: torch.Tensor | None = None
+        if spatial_size is not None:
+            self.grid_shape(ensure_tuple(spatial_size))
 
     def _sizes(self, ndim: int) -> tuple[int, ...]:
         return self.block_size * ndim if len(self.block_size) == 1 else self.block_size
@@ -154,12 +176,47 @@ class RandBlockMask(RandomizableTransform):
             )
         if any(s % b for s, b in zip(spatial_shape, sizes)):
             multiple = tuple(-(-s // b) * b for s, b in zip(spatial_shape, sizes))
+            divisor = tuple(int(np.gcd.reduce([s] + list(sizes[a : a + 1]))) for a, s in enumerate(spatial_shape))
             raise ValueError(
-                f"{type(self).__name__}: spatial size {spatial_shape} is not a multiple of block_size {sizes}; "
-                f"crop or pad the image to a multiple, e.g. `SpatialPadd(keys='image', spatial_size={list(multiple)})` "
-                f"or `DivisiblePadd(keys='image', k={list(sizes)})`, or sample patches of such a size."
+                f"{type(self).__name__}: spatial size {spatial_shape} is not a multiple of block_size {sizes}. "
+                f"In the mae_pretrain bundle set the patch size to a multiple of the block size, "
+                f"e.g. --patch_size \"{list(multiple)}\", or a block size that divides it, e.g. --mask_block_size "
+                f"\"{list(divisor)}\" (the patch is cut to --patch_size and masked in blocks of --mask_block_size); "
+                f"in your own pipeline crop or pad the images to a multiple "
+                f"(`DivisiblePadd(keys='image', k={list(sizes)})`)."
             )
         return tuple(s // b for s, b in zip(spatial_shape, sizes))
+
+    def draw(self, R: np.random.RandomState, shape: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
+        """Draw from ``R`` the block masks of a batch of ``shape`` ``(B, C, *spatial)`` on ``device``: boolean
+        ``(B, *grid)``; nothing of the transform changes."""
+        shape = tuple(int(s) for s in shape)
+        if len(shape) not in (4, 5) or (self.spatial_dims is not None and len(shape) != self.spatial_dims + 2):
+            raise ValueError(f"{type(self).__name__}: expected a batch (B, C, H, W[, D]), got shape {shape}.")
+        grid = self.grid_shape(shape[2:])
+        return draw_block_masks(torch_generator(R, torch.device(device)), shape[0], grid, self.mask_ratio)
+
+    def apply(self, x: torch.Tensor, block_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask a batch ``(B, C, *spatial)`` with its drawn ``block_masks`` ``(B, *grid)``.
+
+        Returns:
+            ``(masked, mask)``: the masked batch and the float mask ``(B, 1, *spatial)``, 1 where masked.
+        """
+        voxel_masks = render_block_masks(block_masks, self._sizes(block_masks.ndim - 1))
+        if tuple(voxel_masks.shape[1:]) != tuple(x.shape[2:]):
+            raise ValueError(
+                f"{type(self).__name__}: block masks drawn for spatial size {tuple(voxel_masks.shape[1:])}, "
+                f"got a batch of shape {tuple(x.shape)}."
+            )
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        return apply_block_masks(x, voxel_masks, self.fill), voxel_masks[:, None].to(dtype)
+
+    def training_pair(self, x: torch.Tensor, block_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """``(masked, cat([clean, mask]), {"mask": mask})`` of a batch: the input, the target
+        :py:class:`monai_genesis.losses.MaskedMSELoss` reads and the mask for a sparse network; the pretext interface
+        of :py:class:`monai_genesis.engines.PretextPrepareBatch`."""
+        masked, mask = self.apply(x, block_masks)
+        return masked, torch.cat([x, mask.to(x.dtype)], dim=1), {"mask": mask}
 
     def randomize(self, spatial_shape: Sequence[int]) -> None:
         """Draw the block mask of an image of ``spatial_shape`` (sides multiples of the block size)."""
@@ -179,13 +236,7 @@ class RandBlockMask(RandomizableTransform):
         Returns:
             ``(masked, mask)``: the masked batch and the float mask ``(B, 1, *spatial)``, 1 where masked.
         """
-        if x.ndim not in (4, 5) or (self.spatial_dims is not None and x.ndim != self.spatial_dims + 2):
-            raise ValueError(f"{type(self).__name__}: expected a batch (B, C, H, W[, D]), got shape {tuple(x.shape)}.")
-        grid = self.grid_shape(x.shape[2:])
-        block_masks = draw_block_masks(torch_generator(self.R, x.device), x.shape[0], grid, self.mask_ratio)
-        voxel_masks = render_block_masks(block_masks, self._sizes(len(grid)))
-        dtype = x.dtype if x.is_floating_point() else torch.float32
-        return apply_block_masks(x, voxel_masks, self.fill), voxel_masks[:, None].to(dtype)
+        return self.apply(x, self.draw(self.R, x.shape, x.device))
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         """Mask ``img`` (channel-first); returns a new image of the same type and device."""
@@ -224,6 +275,9 @@ class RandBlockMaskd(RandomizableTransform, MapTransform):
         fill: the value of masked voxels. Defaults to 0.
         spatial_dims: 2 or 3 to require that many spatial axes; None infers it from the image.
         allow_missing_keys: don't raise an error when a key is missing.
+        masking: a :py:class:`RandBlockMask` built elsewhere (a config's one ``masking`` node, also given to
+            :py:class:`monai_genesis.engines.PretextPrepareBatch`); it replaces ``block_size``, ``mask_ratio``,
+            ``fill`` and ``spatial_dims``.
     """
 
     backend = RandBlockMask.backend
@@ -239,6 +293,7 @@ class RandBlockMaskd(RandomizableTransform, MapTransform):
         fill: float = 0.0,
         spatial_dims: int | None = None,
         allow_missing_keys: bool = False,
+        masking: RandBlockMask | None = None,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, 1.0)
@@ -252,7 +307,7 @@ class RandBlockMaskd(RandomizableTransform, MapTransform):
         if mask_in_target and not self.target_keys:
             raise ValueError("mask_in_target=True needs target_keys to append the mask to.")
         self.mask_key, self.mask_in_target = mask_key, mask_in_target
-        self.masker = RandBlockMask(block_size, mask_ratio, fill, spatial_dims)
+        self.masker = RandBlockMask(block_size, mask_ratio, fill, spatial_dims) if masking is None else masking
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
         super().set_random_state(seed, state)

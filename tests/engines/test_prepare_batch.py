@@ -33,7 +33,7 @@ def test_seed_repeats_and_uses_the_given_corruption():
         ca, ta = a(batch)
         cb, tb = b(batch)
         assert torch.equal(ca, cb) and torch.equal(ta, tb)
-    assert not a.corruption.last_draw.inpaint.selected.any() and not a.corruption.last_draw.outpaint.selected.any()
+    assert not a.last_draw.inpaint.selected.any() and not a.last_draw.outpaint.selected.any()
 
 
 def test_set_determinism_seeds_the_default_state():

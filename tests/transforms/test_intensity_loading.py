@@ -92,21 +92,11 @@ def test_load_real_dicom_series_and_nrrd(shared_data):
     assert nrrd.shape[0] == 1 and nrrd.shape[1:3] == (256, 256)
 
 
-def test_array_twins_and_moved_names():
-    import warnings
-
-    from monai_genesis.transforms import ClassTarget, Intensityd, LoadVolume
+def test_array_twins():
+    from monai_genesis.transforms import ClassTarget, LoadVolume
 
     assert ClassTarget(3)(2).tolist() == [0.0, 0.0, 1.0]
     with pytest.raises(ValueError, match="outside"):
         ClassTarget(3)(3)
     vol = LoadVolume()(np.ones((1, 4, 4, 4), dtype=np.int16))
     assert vol.dtype == torch.float32 and tuple(vol.shape) == (1, 4, 4, 4)
-    with pytest.warns(FutureWarning, match="ApplyIntensitySettingd"):
-        Intensityd("ct")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        import monai_genesis.data as data
-
-        assert data.LoadVolumed is LoadVolumed
-    assert any("monai_genesis.transforms.LoadVolumed" in str(w.message) for w in caught)

@@ -137,7 +137,11 @@ def test_mask_batch_draws_per_sample():
 
 def test_sides_not_multiple_of_block_size_raise_with_fix():
     t = RandBlockMask(block_size=16)
-    match = r"spatial size \(40, 32, 32\) is not a multiple of block_size \(16, 16, 16\).*crop or pad.*\[48, 32, 32\]"
+    # the values, the bundle flags that fix it (#21), and the fix in a pipeline of one's own
+    match = (
+        r"spatial size \(40, 32, 32\) is not a multiple of block_size \(16, 16, 16\)\. In the mae_pretrain bundle .*"
+        r"--patch_size \"\[48, 32, 32\]\".*--mask_block_size \"\[8, 16, 16\]\".*DivisiblePadd"
+    )
     with pytest.raises(ValueError, match=match):
         t(np.zeros((1, 40, 32, 32), np.float32))
     with pytest.raises(ValueError, match="not a multiple"):
