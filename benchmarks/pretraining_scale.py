@@ -6,7 +6,7 @@ speed with and without workers, and the store's bytes against float32.
 
 Synthetic CT volumes (int16 HU: air, a body ellipse with two lungs and noise, each volume shifted and seeded
 differently) are written as NIfTI under ``--work`` and prepared once into a uint16 store
-(``monai_genesis.data.prepare_store``). Then, each in a fresh process so its memory is its own:
+(``monai_genesis.data.VolumeStore.prepare``). Then, each in a fresh process so its memory is its own:
 
 - ``train N``: one epoch of a quick-setting pretraining (``configs/quick.json``: a U-Net of ``features`` 8,
   32×32×16 cubes, 12 cubes per volume, batch 6, 2 persistent loader workers, corruption on the device by
@@ -81,15 +81,15 @@ def train_child(store_dir: str, count: int, out: str) -> None:
     from monai.data import DataLoader
     from monai.utils import set_determinism
 
-    from monai_genesis.data import StoreCubeDataset, load_store_index
+    from monai_genesis.data import StoreCubeDataset, VolumeStore
     from monai_genesis.data.store_cubes import collate_store_cubes
     from monai_genesis.engines import GenesisPrepareBatch
     from monai_genesis.networks import GenesisUNet
 
     torch.set_num_threads(1)
     set_determinism(0)
-    index = load_store_index(store_dir)
-    keys = sorted(index["volumes"])[:count]
+    index = VolumeStore(store_dir)
+    keys = sorted(index.keys)[:count]
     cube = dict(cube_size=QUICK["patch_size"], border=(100, 100, 30))
     with common.PeakMemory() as memory:
         clock = time.perf_counter()
@@ -182,7 +182,7 @@ def main(argv=None) -> dict:
     common.setup_logging()
     import torch
 
-    from monai_genesis.data import prepare_store
+    from monai_genesis.data import StoreSettings, VolumeStore
 
     work = Path(args.work)
     free = shutil.disk_usage(work.parent if work.parent.exists() else "/").free
@@ -194,12 +194,12 @@ def main(argv=None) -> dict:
     paths = write_volumes(work / "volumes", max(args.volumes), args.shape)
     logger.info(f"{len(paths)} volumes written in {clock():.0f} s")
     start, started = time.perf_counter(), time.time()
-    index = prepare_store(paths, str(work / "store"), intensity="ct")
+    index = VolumeStore.prepare(paths, str(work / "store"), StoreSettings(intensity="ct"))
     prepare_s = time.perf_counter() - start
     # a kept store (--keep) is reused: say how many volumes this run prepared itself
-    fresh = sum(os.path.getmtime(work / "store" / r["file"]) >= started for r in index["volumes"].values())
-    stored = sum(os.path.getsize(work / "store" / r["file"]) for r in index["volumes"].values())
-    float32 = sum(int(np.prod(r["shape"])) * 4 for r in index["volumes"].values())
+    fresh = sum(os.path.getmtime(v.path) >= started for v in index)
+    stored = index.nbytes()
+    float32 = sum(int(np.prod(v.shape)) * 4 for v in index)
     logger.info(f"store prepared in {prepare_s:.0f} s: {stored / 2**30:.2f} GiB, float32 {float32 / 2**30:.2f} GiB")
 
     results = {
@@ -217,8 +217,8 @@ def main(argv=None) -> dict:
         results["train"].append(run)
     # the loader runs time reads from the page cache (the store fits in RAM here), not the first run's disk reads
     warm = time.perf_counter()
-    for record in index["volumes"].values():
-        with open(work / "store" / record["file"], "rb") as f:
+    for volume in index:
+        with open(volume.path, "rb") as f:
             while f.read(1 << 24):
                 pass
     results["store"]["page_cache_warm_seconds"] = time.perf_counter() - warm

@@ -22,6 +22,7 @@ than reading the cubes. Without that ``collate_fn`` the dataset works as any oth
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -38,7 +39,8 @@ from monai.data.utils import list_data_collate, set_rnd
 from monai.transforms import Compose, Randomizable
 from monai.utils import MAX_SEED, TraceKeys
 
-from monai_genesis.data.store import load_store_index, store_key
+from monai_genesis.data.store import StoredVolume, VolumeStore
+from monai_genesis.errors import GenesisInputError
 from monai_genesis.transforms.cubes import RandCubeSamples
 
 __all__ = ["StoreCubeBatch", "StoreCubeDataset", "collate_store_cubes"]
@@ -46,112 +48,35 @@ __all__ = ["StoreCubeBatch", "StoreCubeDataset", "collate_store_cubes"]
 logger = logging.getLogger(__name__)
 
 
-def _read_npy_header(f) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Shape, dtype and data offset of the ``.npy`` file ``f`` (a C-ordered array, as the store writes)."""
-    version = np.lib.format.read_magic(f)
-    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran_order, dtype = reader(f)
-    if fortran_order:
-        raise ValueError("the array is stored in Fortran order; the store writes C order")
-    return tuple(shape), np.dtype(dtype), f.tell()
-
-
-# read buffers of this process, by shape and dtype (a few, whatever the number of volumes)
-_SCRATCH: OrderedDict[tuple, tuple[np.ndarray, list[list[memoryview]]]] = OrderedDict()
-
-
-def _scratch(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, list[list[memoryview]]]:
-    """A reused buffer of ``shape`` and, per row of its first axis, the ``preadv`` argument that fills the row."""
-    key = (shape, dtype.str)
-    if key not in _SCRATCH:
-        buffer = np.empty(shape, dtype=dtype)
-        _SCRATCH[key] = (buffer, [[memoryview(row.reshape(-1).view(np.uint8))] for row in buffer])
-        while len(_SCRATCH) > 4:
-            _SCRATCH.popitem(last=False)
-    _SCRATCH.move_to_end(key)
-    return _SCRATCH[key]
-
-
-class _StoredVolume:
-    """One stored volume: its geometry and scaling, and reads of its regions from an open file.
+class _CubeSource:
+    """A stored volume as cubes are cut from it: padded with zeros on both sides where it is smaller than the cube
+    (as ``SpatialPadd``; such a volume is small and kept in memory as float32), and remembering its last read.
 
     ``__getitem__`` gives float32 intensities (what ``RandCubeSamples`` filters on); ``read_into`` gives the stored
-    values, for the batched path. A volume smaller than the cube along an axis is padded with zeros on both sides (as
-    ``SpatialPadd``) and kept in memory as float32: such a volume is small.
+    values, for the batched path.
     """
 
-    def __init__(
-        self, record: Mapping[str, Any], cube_size: Sequence[int], fileno: Callable[[], int], data_offset: int
-    ) -> None:
-        self.record = record
+    def __init__(self, volume: StoredVolume, cube_size: Sequence[int], fileno: Callable[[], int]) -> None:
+        self.volume = volume
         self.fileno = fileno
-        self.data_offset = int(data_offset)
-        self.dtype = np.dtype(record["dtype"])
-        self.scale = np.float32(record["scale"]) if record["dtype"] == "uint16" else None
-        self.offset = np.float32(record["offset"])
-        self.stored_shape = tuple(int(s) for s in record["shape"])
-        spatial = self.stored_shape[1:]
+        self.scale, self.offset = volume.scale, volume.offset
+        spatial = volume.shape[1:]
         self.pad_before = tuple(max(c - s, 0) // 2 for s, c in zip(spatial, cube_size))
         self.padded: np.ndarray | None = None
-        self.shape = self.stored_shape
+        self.shape = volume.shape
         self._last: tuple[tuple, np.ndarray] | None = None
         if any(s < c for s, c in zip(spatial, cube_size)):
             widths = [(0, 0)] + [(b, max(c - s, 0) - b) for s, c, b in zip(spatial, cube_size, self.pad_before)]
-            whole = tuple(slice(0, s) for s in self.stored_shape)
-            self.padded = np.pad(self.scaled(self._read(whole)), widths)
+            self.padded = np.pad(volume.to_float(volume.read_raw(fd=fileno())), widths)
             self.shape = self.padded.shape
 
     @property
     def raw_dtype(self) -> np.dtype:
         """The dtype ``read_into`` writes: the stored one, or float32 for a padded volume."""
-        return np.dtype(np.float32) if self.padded is not None else self.dtype
+        return np.dtype(np.float32) if self.padded is not None else self.volume.dtype
 
     def scaled(self, values: np.ndarray) -> np.ndarray:
-        out = np.array(values, dtype=np.float32)
-        if self.scale is not None:
-            _scale_in_place(out, self.scale, self.offset)
-        return out
-
-    def _read(self, region: tuple[slice, ...], out: np.ndarray | None = None) -> np.ndarray:
-        """The stored values of ``region`` (slices of unit step within the stored shape), read from the file."""
-        bounds = [r.indices(s)[:2] for r, s in zip(region, self.stored_shape)]
-        if out is None:
-            out = np.empty([hi - lo for lo, hi in bounds], dtype=self.dtype)
-        (c0, c1), (x0, x1), *rest = bounds
-        inner = self.stored_shape[2:]
-        row = int(np.prod(inner, dtype=np.int64))
-        fd, size = self.fileno(), self.dtype.itemsize
-        full_inner = all(lo == 0 and hi == s for (lo, hi), s in zip(rest, inner))
-        if not rest or (full_inner and out.flags.c_contiguous):
-            # whole rows: one read per channel, straight into the output
-            for c in range(c0, c1):
-                self._pread(fd, out[c - c0], (c * self.stored_shape[1] + x0) * row * size)
-            return out
-        (y0, y1) = rest[0]
-        tail = int(np.prod(inner[1:], dtype=np.int64))
-        # rows y0..y1 of every x, whole along the last axes: one read per (channel, x) into a reused buffer, then
-        # one cut of the whole region
-        buffer, rows = _scratch((x1 - x0, y1 - y0) + tuple(inner[1:]), self.dtype)
-        cut = (slice(None), slice(None)) + tuple(slice(lo, hi) for lo, hi in rest[1:])
-        step, nbytes = inner[0] * tail * size, buffer[0].nbytes
-        for c in range(c0, c1):
-            position = self.data_offset + ((c * self.stored_shape[1] + x0) * inner[0] + y0) * tail * size
-            for row in rows:
-                if os.preadv(fd, row, position) != nbytes:
-                    self._short()
-                position += step
-            out[c - c0] = buffer[cut]
-        return out
-
-    def _pread(self, fd: int, out: np.ndarray, position: int) -> None:
-        if os.preadv(fd, [out.reshape(-1).view(np.uint8)], self.data_offset + position) != out.nbytes:
-            self._short()
-
-    def _short(self) -> None:
-        raise RuntimeError(
-            f"{self.record['file']} of the volume store is shorter than its index says (source "
-            f"{self.record['source']}); prepare the store again."
-        )
+        return self.volume.to_float(values)
 
     def _region(self, start: Sequence[int], size: Sequence[int]) -> tuple[slice, ...]:
         return (slice(None),) + tuple(slice(s, s + c) for s, c in zip(start, size))
@@ -162,7 +87,7 @@ class _StoredVolume:
             return np.array(self.padded[region])
         region = tuple(region) + (slice(None),) * (len(self.shape) - len(region))
         key = tuple(r.indices(s)[:2] for r, s in zip(region, self.shape))
-        raw = self._read(region)
+        raw = self.volume.read_raw(region, fd=self.fileno())
         # the filter reads the cube it then keeps: remember the last read so the cube is not read twice
         self._last = (key, raw)
         return self.scaled(raw)
@@ -177,7 +102,7 @@ class _StoredVolume:
         if self._last is not None and self._last[0] == key:
             out[...] = self._last[1]
             return
-        self._read(region, out)
+        self.volume.read_raw(region, out, fd=self.fileno())
 
 
 class StoreCubeBatch(Sequence):
@@ -416,7 +341,8 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
     as stored values; the batches are the same as one item at a time with ``list_data_collate``.
 
     Args:
-        store: the index returned by ``ensure_store``/``prepare_store``, or a store folder.
+        store: the ``VolumeStore`` returned by ``ensure_store`` / ``VolumeStore.prepare``, or a store folder holding
+            one preparation.
         data: the datalist entries (or paths) to serve, looked up in the store; ``None`` serves every stored volume.
             Entries that are not in the store (skipped as unreadable) are left out with a warning.
         cube_size: spatial size of each cube.
@@ -451,22 +377,15 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
             raise ValueError(f"cubes_per_volume must be at least 1, got {cubes_per_volume}.")
         if max_open < 1:
             raise ValueError(f"max_open must be at least 1, got {max_open}.")
-        self.index = load_store_index(store) if isinstance(store, (str, os.PathLike)) else dict(store)
-        volumes = self.index["volumes"]
-        if data is None:
-            keys = sorted(volumes)
-        else:
-            wanted = [store_key(entry) for entry in data]
-            keys = [k for k in wanted if k in volumes]
-            if len(keys) < len(wanted):
-                missing = [k for k in wanted if k not in volumes]
-                logger.warning(f"{len(missing)} volumes are not in the store and are left out: {missing[:5]}")
-        if not keys:
-            raise ValueError(
-                f"no volume to serve from the store {self.index.get('store_dir')}; prepare it with the datalist "
+        store = VolumeStore(store) if isinstance(store, (str, os.PathLike)) else store
+        if not isinstance(store, VolumeStore):
+            raise TypeError(f"store must be a VolumeStore (ensure_store gives one) or a store folder, got {type(store).__name__}.")
+        self.store = store if data is None else store.subset(data)
+        if not len(self.store):
+            raise GenesisInputError(
+                f"no volume to serve from the store {store.store_dir}; prepare it with the datalist "
                 "(python -m monai_genesis prepare, or ensure_store)."
             )
-        self.keys = keys
         self.cubes_per_volume = int(cubes_per_volume)
         sampler_args = dict(
             cube_size=cube_size, border=border, min_fraction=min_fraction, intensity_range=intensity_range,
@@ -477,8 +396,8 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         self.seed = int(seed)
         self.transform = transform
         self.max_open = int(max_open)
-        self._volumes: dict[int, _StoredVolume] = {}
-        self._files: OrderedDict[int, Any] = OrderedDict()
+        self._volumes: dict[int, _CubeSource] = {}
+        self._files: OrderedDict[int, int] = OrderedDict()
         self._fixed_starts: dict[int, list[tuple[int, ...]]] = {}
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
@@ -493,7 +412,12 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         self.sampler.randomize(data)
 
     def __len__(self) -> int:
-        return len(self.keys) * self.cubes_per_volume
+        return len(self.store) * self.cubes_per_volume
+
+    def __del__(self) -> None:
+        for fd in getattr(self, "_files", {}).values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def __getstate__(self):
         # a worker opens its own files: open files are never pickled into it
@@ -505,58 +429,25 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         """File descriptor of volume ``i``'s stored file, opened when needed (at most ``max_open`` kept open)."""
         if i in self._files:
             self._files.move_to_end(i)
-            return self._files[i].fileno()
-        record = self.index["volumes"][self.keys[i]]
-        path = os.path.join(self.index["store_dir"], record["file"])
-        try:
-            f = open(path, "rb", buffering=0)
-        except OSError as e:
-            raise RuntimeError(
-                f"cannot read {record['file']} of the volume store {self.index['store_dir']} (source "
-                f"{self.keys[i]}): {e}; prepare the store again."
-            ) from e
-        self._files[i] = f
+            return self._files[i]
+        self._files[i] = fd = self.store[i].open()
         while len(self._files) > self.max_open:
-            self._files.popitem(last=False)[1].close()
-        return f.fileno()
+            os.close(self._files.popitem(last=False)[1])
+        return fd
 
     def open_files(self) -> int:
         """How many stored files this process holds open for the data set."""
         return len(self._files)
 
-    def volume(self, i: int) -> _StoredVolume:
-        """Volume ``i`` of the data set (its header checked against the index the first time)."""
-        if i in self._volumes:
-            return self._volumes[i]
-        key = self.keys[i]
-        record = self.index["volumes"][key]
-        self._fileno(i)
-        f = self._files[i]
-        try:
-            f.seek(0)
-            shape, dtype, data_offset = _read_npy_header(f)
-        except (OSError, ValueError) as e:
-            raise RuntimeError(
-                f"cannot read {record['file']} of the volume store {self.index['store_dir']} (source {key}): {e}; "
-                "prepare the store again."
-            ) from e
-        if list(shape) != list(record["shape"]) or dtype != np.dtype(record["dtype"]):
-            raise RuntimeError(
-                f"{record['file']} of the volume store {self.index['store_dir']} holds {dtype} {shape}, its index "
-                f"says {record['dtype']} {record['shape']}; prepare the store again."
-            )
-        expected = data_offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if os.fstat(f.fileno()).st_size < expected:
-            raise RuntimeError(
-                f"{record['file']} of the volume store {self.index['store_dir']} is shorter than its header says "
-                f"(source {key}); prepare the store again."
-            )
-        self._volumes[i] = volume = _StoredVolume(record, self.sampler.cube_size, lambda: self._fileno(i), data_offset)
-        return volume
+    def volume(self, i: int) -> _CubeSource:
+        """Volume ``i`` of the data set, as cubes are cut from it."""
+        if i not in self._volumes:
+            self._volumes[i] = _CubeSource(self.store[i], self.sampler.cube_size, lambda: self._fileno(i))
+        return self._volumes[i]
 
     def _fixed_start(self, i: int, j: int, volume: _StoredVolume) -> tuple[int, ...]:
         if i not in self._fixed_starts:
-            name = os.path.basename(self.index["volumes"][self.keys[i]]["source"])
+            name = os.path.basename(self.store[i].source)
             self.fixed_sampler.set_random_state(seed=(self.seed + zlib.crc32(name.encode())) % (2**32))
             self.fixed_sampler.randomize(volume)
             self._fixed_starts[i] = list(self.fixed_sampler.starts)
@@ -576,7 +467,7 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
     def _affine(self, i: int, start: Sequence[int]) -> np.ndarray:
         shift = np.eye(4)
         shift[:3, 3] = np.subtract(start, self.volume(i).pad_before)
-        return np.asarray(self.index["volumes"][self.keys[i]]["affine"]) @ shift
+        return self.store[i].affine @ shift
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         i, start = self._position(index)
@@ -584,7 +475,7 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         raw = np.empty((volume.shape[0], *self.sampler.cube_size), dtype=volume.raw_dtype)
         volume.read_into(start, self.sampler.cube_size, raw)
         cube = raw if volume.padded is not None else volume.scaled(raw)
-        image = _meta_tensor(torch.from_numpy(cube), self._affine(i, start), self.index["volumes"][self.keys[i]]["source"])
+        image = _meta_tensor(torch.from_numpy(cube), self._affine(i, start), self.store[i].source)
         sample = {"image": image}
         return self.transform(sample) if self.transform is not None else sample
 
@@ -619,5 +510,5 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
                 _release(slot)
             raise
         affines = np.stack([self._affine(i, start) for i, start in positions])
-        sources = [self.index["volumes"][self.keys[i]]["source"] for i, _ in positions]
+        sources = [self.store[i].source for i, _ in positions]
         return StoreCubeBatch(raw, scales, offsets, affines, sources, slot)

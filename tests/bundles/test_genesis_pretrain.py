@@ -160,7 +160,7 @@ def test_small_volume_is_padded(tmp_path):
 def test_mri_fragment_switches_intensity(tmp_path):
     """configs/mri.json merged after the bundle (as its docs say) scales every volume with the MRI window."""
     workflow = make_workflow(BUNDLE, "train", tmp_path, [str(REPO / "configs" / "mri.json")])
-    transforms = workflow.parser.get_parsed_content("train#deterministic_transforms")
+    transforms = workflow.parser.get_parsed_content("validate#picture_transforms")
     (scale,) = [t for t in transforms if type(t).__name__ == "ApplyIntensitySettingd"]
     assert scale.setting == "mri" and type(scale.transforms["mri"]).__name__ == "ForegroundPercentileWindowd"
     from monai.transforms import Compose
@@ -200,14 +200,12 @@ def test_pretraining_mixes_ct_and_mri_by_entry(tmp_path):
         "validation": [{"image": "ct.nii.gz"}],
     }))
     workflow = run_workflow(BUNDLE, "train", tmp_path / "run", datalist=str(listing), epochs=1)
-    from monai_genesis.data import read_store_volume
-
     store = workflow.parser.get_parsed_content("store")
-    ct, mri = (read_store_volume(store, entry) for entry in workflow.parser.get_parsed_content("data_split")["training"])
+    ct, mri = (store[entry].read() for entry in workflow.parser.get_parsed_content("data_split")["training"])
     assert 0.0 <= float(ct.min()) and float(ct.max()) <= 1.0 and float(ct.min()) == 0.0  # air at -1000 HU
     inside = mri[0, 4:28, 4:28, 4:20]
     # the MRI window spans the foreground (100-500 -> 0-1); the CT window would have put it in 0.55-0.75
     assert float(inside.min()) == pytest.approx(0.0, abs=0.01) and float(inside.max()) == pytest.approx(1.0, abs=0.01)
     # the store records the setting each volume was scaled with
-    assert sorted(r["settings"]["intensity"] for r in store["volumes"].values()) == ["ct", "mri"]
+    assert sorted(store.records[k]["settings"]["intensity"] for k in store.keys) == ["ct", "mri"]
     assert (tmp_path / "run" / "models" / "model_final.pt").is_file()

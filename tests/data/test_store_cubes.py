@@ -8,7 +8,7 @@ from monai.data import DataLoader, MetaTensor, list_data_collate
 from monai.transforms import Compose, Orientationd
 from monai.utils import set_determinism
 
-from monai_genesis.data.store import prepare_store, read_store_volume
+from monai_genesis.data.store import VolumeStore
 from monai_genesis.data import store_cubes
 from monai_genesis.data.store_cubes import StoreCubeDataset, collate_store_cubes
 from monai_genesis.transforms import FixedCubeSamplesd, LoadVolumed, RandCubeSamples, intensity_transform
@@ -29,7 +29,7 @@ def _write_ct(path, shape=(48, 40, 24), seed=0):
 @pytest.fixture
 def store(tmp_path):
     paths = [_write_ct(tmp_path / f"ct{i}.nii.gz", seed=i) for i in range(3)]
-    return paths, prepare_store(paths, tmp_path / "store", progress=False)
+    return paths, VolumeStore.prepare(paths, tmp_path / "store", progress=False)
 
 
 def _old_volume(path):
@@ -51,8 +51,8 @@ def test_random_cubes_follow_the_cube_rule(store):
     # the same draw as RandCubeSamples on the whole volume in memory, seeded alike
     reference = RandCubeSamples(num_samples=1, **kwargs)
     reference.set_random_state(7)
-    volume = read_store_volume(index, paths[0])
-    affine = np.asarray(index["volumes"][os.path.abspath(paths[0])]["affine"])
+    volume = index[paths[0]].read()
+    affine = index[paths[0]].affine
     for i in range(5):
         ds.set_random_state(100 + i)
         reference.set_random_state(100 + i)
@@ -109,7 +109,7 @@ def _mapped(folder):
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 def test_memory_and_open_files_do_not_grow_with_the_volumes(tmp_path):
     paths = [_write_ct(tmp_path / f"v{i}.nii.gz", shape=(40, 40, 20), seed=i) for i in range(12)]
-    index = prepare_store(paths, tmp_path / "store", progress=False)
+    index = VolumeStore.prepare(paths, tmp_path / "store", progress=False)
     ds = StoreCubeDataset(index, cubes_per_volume=2, cube_size=CUBE, border=0, max_open=3)
     ds.set_random_state(0)
     before = _open_fds()
@@ -184,7 +184,7 @@ def test_fixed_cubes_through_workers_match_the_items(store):
 def test_batch_mixing_a_padded_volume_is_float32_and_matches_the_items(tmp_path):
     small = _write_ct(tmp_path / "small.nii.gz", shape=(12, 20, 6))
     large = _write_ct(tmp_path / "large.nii.gz", shape=(30, 30, 12), seed=1)
-    index = prepare_store([small, large], tmp_path / "store", progress=False)
+    index = VolumeStore.prepare([small, large], tmp_path / "store", progress=False)
     ds = StoreCubeDataset(index, [small, large], cubes_per_volume=3, cube_size=CUBE, border=0)
     ds.set_random_state(5)
     batch = ds.__getitems__(list(range(6)))
@@ -226,7 +226,7 @@ def test_transform_keeps_the_item_path(store):
 
 def test_small_volume_is_padded_and_missing_entries_are_named(tmp_path, caplog):
     small = _write_ct(tmp_path / "small.nii.gz", shape=(12, 20, 6))
-    index = prepare_store([small], tmp_path / "store", progress=False)
+    index = VolumeStore.prepare([small], tmp_path / "store", progress=False)
     ds = StoreCubeDataset(tmp_path / "store", [small, str(tmp_path / "absent.nii.gz")], cubes_per_volume=1,
                           cube_size=CUBE, border=0)
     assert "absent.nii.gz" in caplog.text and len(ds) == 1
