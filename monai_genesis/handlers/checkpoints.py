@@ -13,18 +13,59 @@ from monai.handlers import CheckpointLoader, CheckpointSaver, EarlyStopHandler
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_genesis.config import as_bool
+from monai_genesis.errors import GenesisInputError
 
 Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
 DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["RESUME_PREFIX", "ResumeHandler", "latest_checkpoint", "negative_key_metric"]
+__all__ = ["RESUME_PREFIX", "ResumeHandler", "intact_checkpoint", "latest_checkpoint", "negative_key_metric"]
 
 logger = logging.getLogger(__name__)
 
 # file prefix of the per-epoch training state written by the pretraining bundle's CheckpointSaver
 RESUME_PREFIX = "resume"
+
+
+def _checkpoints(ckpt_dir: str, prefix: str) -> list[tuple[int, str]]:
+    """``(epoch, path)`` of every ``{prefix}_checkpoint_epoch=N.pt`` in ``ckpt_dir``, newest first."""
+    pattern = re.compile(rf"^{re.escape(prefix)}_checkpoint_epoch=(\d+)\.pt$")
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(ckpt_dir), f"{prefix}_checkpoint_epoch=*.pt")):
+        match = pattern.match(os.path.basename(path))
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found, reverse=True)
+
+
+def intact_checkpoint(ckpt_dir: str, prefix: str = RESUME_PREFIX) -> str:
+    """Path of the newest per-epoch checkpoint of ``ckpt_dir`` that loads; newer ones that do not are named in a
+    warning (a file cut short by a full disk or a copy, say), and left in place.
+
+    Raises:
+        GenesisInputError: when there is none, or none loads.
+    """
+    found = _checkpoints(ckpt_dir, prefix)
+    if not found:
+        latest_checkpoint(ckpt_dir, required=True, prefix=prefix)
+    broken = []
+    for _, path in found:
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # noqa: BLE001 - any reader error means: not this one
+            broken.append(f"{path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+            continue
+        if broken:
+            logger.warning(
+                f"resume states that cannot be read are passed over: {'; '.join(broken)}; resuming from {path}, "
+                "so the epochs after it are trained again."
+            )
+        return path
+    raise GenesisInputError(
+        f"no resume state in {ckpt_dir} can be read: {'; '.join(broken)}. Start a new run without --resume (with "
+        "another --bundle_root, or --overwrite true to replace this run's outputs)."
+    )
 
 
 def latest_checkpoint(ckpt_dir: str, required: bool = True, prefix: str = RESUME_PREFIX) -> str | None:
@@ -38,14 +79,9 @@ def latest_checkpoint(ckpt_dir: str, required: bool = True, prefix: str = RESUME
     Raises:
         ValueError: when ``required`` and no checkpoint exists.
     """
-    pattern = re.compile(rf"^{re.escape(prefix)}_checkpoint_epoch=(\d+)\.pt$")
-    found = []
-    for path in glob.glob(os.path.join(glob.escape(ckpt_dir), f"{prefix}_checkpoint_epoch=*.pt")):
-        match = pattern.match(os.path.basename(path))
-        if match:
-            found.append((int(match.group(1)), path))
+    found = _checkpoints(ckpt_dir, prefix)
     if found:
-        return max(found)[1]
+        return found[0][1]
     if required:
         raise ValueError(
             f"nothing to resume from: no {prefix}_checkpoint_epoch=N.pt in {ckpt_dir}. Run without --resume to "
@@ -108,9 +144,10 @@ class ResumeHandler:
 
     The state is ``save_dict`` (network, optimizer, scheduler, ...) plus the trainer this handler is
     attached to (epoch and iteration), written as ``{prefix}_checkpoint_epoch=N.pt`` in ``ckpt_dir``.
-    Each file is written to a temporary name and then renamed, and the two newest are kept, so a complete
-    state exists even when the run is killed while writing: a run stopped at any point loses at most one
-    epoch. Put this handler first in the trainer's handlers, so the state is restored before the others start.
+    Each file is written to a temporary name and then renamed, and the two newest are kept (a resumed run counts
+    the states it continues from), so a complete state exists even when the run is killed while writing: a run
+    stopped at any point loses at most one epoch. A newest state that cannot be read (cut short by a full disk or a
+    copy) is passed over with a warning naming it, and the run resumes from the newest one that can. Put this handler first in the trainer's handlers, so the state is restored before the others start.
 
     Args:
         ckpt_dir: folder of the checkpoints.
@@ -155,7 +192,7 @@ class ResumeHandler:
             self.save_dict["early_stop"] = _EarlyStopState(early_stop)
         self.prefix = prefix
         self.map_location = map_location
-        self.load_path = latest_checkpoint(ckpt_dir, required=True, prefix=prefix) if as_bool(resume, "resume") else None
+        self.load_path = intact_checkpoint(ckpt_dir, prefix=prefix) if as_bool(resume, "resume") else None
         self.save = bool(save)
         self._saver: Checkpoint | None = None
 
@@ -176,6 +213,10 @@ class ResumeHandler:
             n_saved=2,
             global_step_transform=lambda engine, _: engine.state.epoch,
         )
+        if self.load_path is not None:
+            # the states of the run this one continues count towards the two kept (their priority is their epoch)
+            earlier = [(epoch, os.path.basename(path)) for epoch, path in reversed(_checkpoints(self.ckpt_dir, self.prefix))]
+            self._saver.load_state_dict({key: earlier for key in self._saver.state_dict()})
         # attached when training starts, so it saves after every other end-of-epoch handler (scheduler step, validation)
         engine.add_event_handler(Events.STARTED, self._attach_saver)
 
