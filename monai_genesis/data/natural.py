@@ -6,6 +6,7 @@ stored, ``(H, W, 3)`` uint8 on the 0–255 scale, ready for :py:class:`monai_gen
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ __all__ = ["IMAGE_SUFFIXES", "SYNTHETIC_CLASSES", "load_image_folder", "load_nat
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "val", "test")
+logger = logging.getLogger(__name__)
 # the classes of the synthetic images differ in shape only, never in colour, so a colour permutation keeps them apart
 SYNTHETIC_CLASSES = ("horizontal stripes", "vertical stripes", "disc", "checkerboard", "diagonal stripes", "ring")
 
@@ -25,10 +27,23 @@ def _read_rgb(path: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+# the bytes a complete file of these formats ends with (a JPEG's end-of-image marker, a PNG's IEND chunk); a file cut
+# short (an interrupted copy or download) lacks them, which PIL's verify() does not see for JPEG
+_ENDINGS = {"JPEG": (b"\xff\xd9",), "PNG": (b"IEND\xaeB`\x82",)}
+
+
 def _checked(path: str) -> str:
-    """``path``, once PIL has opened and verified the image in it."""
+    """``path``, once PIL has opened and verified the image in it and its file is seen to be complete."""
     with Image.open(path) as im:
+        kind = im.format
         im.verify()
+    endings = _ENDINGS.get(kind)
+    if endings:
+        with open(path, "rb") as f:
+            f.seek(max(os.path.getsize(path) - 64, 0))
+            tail = f.read().rstrip(b"\x00\r\n ")
+        if not tail.endswith(endings):
+            raise ValueError(f"the {kind} file is cut short (it does not end as a complete {kind} does)")
     return path
 
 
@@ -87,7 +102,10 @@ def load_image_folder(
             try:
                 image = _read_rgb(path) if load else _checked(path)
             except Exception as e:
-                raise ValueError(f"image folder {folder}: cannot read image {path}: {e}.") from e
+                raise ValueError(
+                    f"image folder {folder}: cannot read image {path}: {e}. The file is incomplete, corrupt or not an "
+                    "image: copy it again or remove it."
+                ) from e
             datalist.append({"image": image, "label": label})
     return datalist, names
 
@@ -125,9 +143,10 @@ def load_natural_npz(path: str, num_classes: int | None = None) -> tuple[dict[st
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"cannot read natural image file {path}: {e}.") from e
     labels_of = {}
-    for split, (images, labels) in arrays.items():
+    for split, (images, labels) in list(arrays.items()):
         if images.ndim not in (3, 4):
             raise ValueError(f"{path}: {split}_images must be N×H×W×C or N×H×W, got shape {images.shape}.")
+        arrays[split] = (_as_rgb_uint8(images, f"{path}: {split}_images"), labels)
         labels = np.asarray(labels).reshape(len(labels), -1)
         if labels.shape[1] != 1 or len(labels) != len(images):
             raise ValueError(
@@ -150,6 +169,34 @@ def load_natural_npz(path: str, num_classes: int | None = None) -> tuple[dict[st
         for split, labels in labels_of.items()
     }
     return splits, int(num_classes)
+
+
+def _as_rgb_uint8(images: np.ndarray, name: str) -> np.ndarray:
+    """Photos ``(N, H, W[, C])`` as ``(N, H, W, 3)`` uint8 on the 0–255 scale the CSPR statistics are of.
+
+    Grey photos (no channel axis, or one channel) are repeated to 3 colours, as :py:func:`load_image_folder` converts
+    grey files; float photos in [0, 1] are scaled to 0–255 and floats in [0, 255] rounded, each with a warning.
+    """
+    if images.ndim == 4 and images.shape[-1] not in (1, 3):
+        raise ValueError(f"{name} has {images.shape[-1]} colour channels (shape {images.shape}); give RGB or grey photos.")
+    if images.dtype != np.uint8:
+        if not np.issubdtype(images.dtype, np.number):
+            raise ValueError(f"{name} are of dtype {images.dtype}; give uint8 photos on the 0–255 scale.")
+        low, high = float(images.min(initial=0)), float(images.max(initial=0))
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"{name} span [{low:g}, {high:g}]; give uint8 photos on the 0–255 scale (or floats in [0, 1] or [0, 255])."
+            )
+        scale = 255.0 if high <= 1.0 and np.issubdtype(images.dtype, np.floating) else 1.0
+        logger.warning(
+            f"{name} are {images.dtype} in [{low:g}, {high:g}]; "
+            + ("scaled by 255 to the 0–255 scale of the CSPR statistics." if scale != 1 else "rounded to uint8.")
+        )
+        images = np.clip(np.rint(images.astype(np.float32) * scale), 0, 255).astype(np.uint8)
+    if images.ndim == 3 or images.shape[-1] == 1:
+        logger.info(f"{name} are grey; each is repeated to 3 colours.")
+        images = np.repeat(images.reshape(*images.shape[:3], 1), 3, axis=-1)
+    return images
 
 
 def _pattern(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,5 +1,7 @@
 """Readers of labelled 2D natural images and the synthetic default set."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -210,3 +212,37 @@ def test_synthetic_classes_are_learnt_through_colour_shuffles_and_not_by_colour(
     x, y = volumes(splits["test"], shuffle)
     with torch.no_grad():
         assert (net(x).argmax(1) == y).float().mean().item() >= 0.85
+
+
+def test_npz_grey_and_float_photos_become_rgb_uint8(tmp_path, caplog):
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 256, (2, 4, 4), dtype=np.uint8)
+    splits, _ = load_natural_npz(write_npz(tmp_path / "grey.npz", train_images=grey, train_labels=np.array([0, 1])))
+    image = splits["train"][1]["image"]
+    assert image.shape == (4, 4, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image, np.repeat(grey[1][..., None], 3, axis=-1))
+    unit = rng.random((2, 4, 4, 3)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="monai_genesis.data.natural"):
+        splits, _ = load_natural_npz(write_npz(tmp_path / "unit.npz", train_images=unit, train_labels=np.array([0, 1])))
+    assert "scaled by 255" in caplog.text and "unit.npz: train_images" in caplog.text
+    np.testing.assert_array_equal(splits["train"][0]["image"], np.rint(unit[0] * 255).astype(np.uint8))
+    with pytest.raises(ValueError, match=r"wide.npz: train_images has 5 colour channels"):
+        load_natural_npz(write_npz(tmp_path / "wide.npz", train_images=np.zeros((2, 4, 4, 5), np.uint8),
+                                   train_labels=np.array([0, 1])))
+    with pytest.raises(ValueError, match=r"hdr.npz: train_images span \[0, 300\]"):
+        load_natural_npz(write_npz(tmp_path / "hdr.npz", train_images=np.full((2, 4, 4, 3), 300.0),
+                                   train_labels=np.array([0, 1])))
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_image_cut_short_is_named_when_listed(tmp_path, suffix):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                tmp_path / name / f"{i}{suffix}")
+    cut = tmp_path / "b" / f"1{suffix}"
+    data = cut.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.8)])
+    with pytest.raises(ValueError, match=rf"cannot read image .*1{suffix}: .*(cut short|Truncated).*copy it again"):
+        load_image_folder(str(tmp_path))
