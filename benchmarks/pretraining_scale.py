@@ -42,8 +42,17 @@ from benchmarks import common
 logger = logging.getLogger("benchmarks.pretraining_scale")
 LOADER_PATHS = {
     "batched": "batched (`collate_store_cubes`, the bundle's)",
+    "batched_plain": "batched, float32 batches made in the worker (PyTorch's shared-memory hand-over)",
     "items": "one item at a time (default collate)",
 }
+
+
+def collate_in_worker(batch):
+    """The batched path without ``monai_genesis.data.worker_batches``: the float32 batch is made in the worker and
+    moved as PyTorch moves any tensor (a fresh shared-memory file per batch)."""
+    from monai_genesis.data.store_cubes import StoreCubeBatch
+
+    return batch.to_batch() if isinstance(batch, StoreCubeBatch) else None
 QUICK = json.loads((common.REPO / "configs" / "quick.json").read_text())
 
 
@@ -133,7 +142,7 @@ def loader_child(store_dir: str, workers: int, cubes: int, path: str, out: str) 
     set_determinism(0)
     ds = StoreCubeDataset(store_dir, cubes_per_volume=1, cube_size=(64, 64, 32), border=(100, 100, 30))
     ds.cubes_per_volume = max(1, cubes // len(ds))
-    extra = {"collate_fn": collate_store_cubes} if path == "batched" else {}
+    extra = {"batched": {"collate_fn": collate_store_cubes}, "batched_plain": {"collate_fn": collate_in_worker}}.get(path, {})
     with common.PeakMemory() as memory:
         loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
                             **extra)
@@ -166,8 +175,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--work", default="/tmp/monai_genesis_scale", help="folder of the volumes and the store")
     parser.add_argument("--keep", action="store_true", help="keep the volumes and the store afterwards")
     parser.add_argument("--loader-cubes", type=int, default=3000, help="cubes per epoch of the loader runs")
-    parser.add_argument("--loader-paths", nargs="+", choices=("batched", "items"), default=["batched", "items"],
-                        help="loader paths to time: the bundle's batched one, and one float32 item at a time")
+    parser.add_argument("--loader-paths", nargs="+", choices=tuple(LOADER_PATHS), default=["batched", "items"],
+                        help="loader paths to time: the bundle's batched one, the same without the reused shared "
+                             "buffers (batched_plain), and one float32 item at a time")
+    parser.add_argument("--skip-train", action="store_true", help="time the loader only (no training runs)")
     parser.add_argument("--results", default=str(common.DEFAULT_RESULTS), help="folder of the result files")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -211,7 +222,7 @@ def main(argv=None) -> dict:
         "train": [],
         "loader": [],
     }
-    for count in args.volumes:
+    for count in [] if args.skip_train else args.volumes:
         run = run_child(["train", str(work / "store"), str(count), str(work / f"train_{count}.json")])
         logger.info(f"train over {count} volumes: peak {run['peak_tree_gib']:.2f} GiB, {run['seconds']:.0f} s")
         results["train"].append(run)
@@ -240,8 +251,8 @@ def main(argv=None) -> dict:
 
 def to_markdown(results: dict) -> str:
     shape = "×".join(str(s) for s in results["shape"])
-    base = results["train"][0]["peak_tree_gib"]
-    train = common.markdown_table(
+    base = results["train"][0]["peak_tree_gib"] if results["train"] else 1.0
+    train = "" if not results["train"] else common.markdown_table(
         ["volumes (" + shape + ")", "steps", "seconds", "peak RSS, process tree (GiB)", "vs the smallest run"],
         [[r["volumes"], r["steps"], f"{r['seconds']:.0f}", f"{r['peak_tree_gib']:.2f}",
           f"{(r['peak_tree_gib'] / base - 1) * 100:+.0f}%"] for r in results["train"]],

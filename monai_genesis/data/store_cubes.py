@@ -6,27 +6,24 @@ a pretraining does not grow with the number of volumes.
 ``fixed=True``, the same cubes every epoch as ``FixedCubeSamplesd`` cuts them (seeded by the source's file name), for
 validation.
 
-Reading. A cube is read with one ``os.preadv`` per channel and row of its first spatial axis (64 calls for a
-64×64×32 cube), straight from the ``.npy`` file into a buffer: nothing is memory-mapped, so the resident memory of a
+Reading. A cube is read by :py:meth:`monai_genesis.data.StoredVolume.read_raw`, one ``os.preadv`` per channel and
+row of its first spatial axis (64 calls for a 64×64×32 cube), straight from the ``.npy`` file into a buffer: nothing
+is memory-mapped, so the resident memory of a
 process never holds the pages of the volumes it read (a page-cache page touched through a map counts in the RSS of
 every process that mapped it), and the volumes need no re-mapping when a loader jumps between them. At most
 ``max_open`` files stay open per process (opening one again costs a few microseconds).
 
 Loading batches fast. With ``collate_fn=collate_store_cubes`` (the bundles set it), ``DataLoader`` fetches a whole
-batch in one call (``__getitems__``) and a worker hands the batch to the main process as its stored uint16 voxels,
-written into a small pool of shared-memory buffers that the worker reuses: only the buffer's number crosses the
-process boundary, and the main process scales the voxels to float32 as it receives them (the scale and offset of each
-volume are in the store index). Moving a fresh float32 tensor per batch through shared memory, the default, cost more
-than reading the cubes. Without that ``collate_fn`` the dataset works as any other, one float32 item at a time.
+batch in one call (``__getitems__``) and a worker hands the batch to the main process as its stored uint16 voxels
+through reused shared memory (:py:mod:`monai_genesis.data.worker_batches`). Without that ``collate_fn`` the dataset
+works as any other, one float32 item at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
-import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -37,9 +34,11 @@ import torch
 from monai.data import MetaTensor
 from monai.data.utils import list_data_collate, set_rnd
 from monai.transforms import Compose, Randomizable
-from monai.utils import MAX_SEED, TraceKeys
+from monai.utils import MAX_SEED
 
+from monai_genesis.data import worker_batches
 from monai_genesis.data.store import StoredVolume, VolumeStore
+from monai_genesis.data.worker_batches import batch_tensor, meta_tensor, release, shared_array, ship, to_float
 from monai_genesis.errors import GenesisInputError
 from monai_genesis.transforms.cubes import RandCubeSamples
 
@@ -121,8 +120,8 @@ class StoreCubeBatch(Sequence):
 
     def __del__(self) -> None:
         # collated by another collate_fn: the buffer was never shipped, so the worker takes it back
-        if self.slot is not None and _Pool.pid == os.getpid():
-            _release(self.slot)
+        if self.slot is not None and worker_batches._Pool.pid == os.getpid():
+            release(self.slot)
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -132,52 +131,13 @@ class StoreCubeBatch(Sequence):
             return [self[i] for i in range(*k.indices(len(self)))]
         k = range(len(self))[k]
         if k not in self._items:
-            image = _to_float(self.raw[k : k + 1], self.scales, self.offsets, first=k)[0]
-            self._items[k] = {"image": _meta_tensor(torch.from_numpy(image), self.affines[k], self.sources[k])}
+            image = to_float(self.raw[k : k + 1], self.scales, self.offsets, first=k)[0]
+            self._items[k] = {"image": meta_tensor(torch.from_numpy(image), self.affines[k], self.sources[k])}
         return self._items[k]
 
     def to_batch(self) -> dict[str, MetaTensor]:
         """``{"image": MetaTensor}`` float32 ``(B, C, *cube)``, as ``list_data_collate`` makes of the items."""
-        return {"image": _batch_tensor(self.raw, self.scales, self.offsets, self.affines, self.sources)}
-
-
-def _to_float(raw: np.ndarray, scales, offsets, first: int = 0, out: np.ndarray | None = None) -> np.ndarray:
-    """Float32 intensities of stored cubes ``raw`` (cube ``k`` is cube ``first + k`` of ``scales``/``offsets``)."""
-    if out is None:
-        out = np.empty(raw.shape, dtype=np.float32)
-    out[...] = raw
-    if scales is not None:
-        for k in range(raw.shape[0]):
-            _scale_in_place(out[k], scales[first + k], offsets[first + k])
-    return out
-
-
-def _scale_in_place(values: np.ndarray, scale: np.float32, offset: np.float32) -> None:
-    # the one scaling of both paths, so they give the same floats; in place, as a cast in the ufunc is slower
-    values *= scale
-    if offset:
-        values += offset
-
-
-def _meta_tensor(image: torch.Tensor, affine: np.ndarray, source: str) -> MetaTensor:
-    return MetaTensor(image, affine=torch.as_tensor(affine), meta={"filename_or_obj": source})
-
-
-@functools.lru_cache(maxsize=1)
-def _item_meta() -> dict:
-    """The meta data keys and default values of an item's ``MetaTensor``."""
-    return dict(_meta_tensor(torch.empty(0), np.eye(4), "").meta)
-
-
-def _batch_tensor(raw, scales, offsets, affines, sources, out: torch.Tensor | None = None) -> MetaTensor:
-    out = torch.empty(raw.shape, dtype=torch.float32) if out is None else out
-    _to_float(raw, scales, offsets, out=out.numpy())
-    meta = {k: [v] * len(sources) for k, v in _item_meta().items() if k not in ("affine", "filename_or_obj")}
-    meta["filename_or_obj"] = list(sources)
-    meta["affine"] = torch.as_tensor(affines)
-    batch = MetaTensor(out, meta=meta, applied_operations=[TraceKeys.NONE] * len(sources))
-    batch.is_batch = True
-    return batch
+        return {"image": batch_tensor(self.raw, self.scales, self.offsets, self.affines, self.sources)}
 
 
 def collate_store_cubes(batch):
@@ -191,139 +151,7 @@ def collate_store_cubes(batch):
         return list_data_collate(batch)
     if torch.utils.data.get_worker_info() is None:
         return batch.to_batch()
-    return {"image": _ship(batch)}
-
-
-# -- shipping a batch from a loader worker: a pool of shared buffers the worker reuses --------------------------------
-
-# buffers of one worker beyond which a batch goes as a fresh shared tensor (a receiver that stopped releasing them)
-_POOL_LIMIT = 16
-# each buffer starts with a flag: 1 while the receiver has not yet read it
-_HEADER = 64
-
-
-class _Pool:
-    """This process's shared buffers (one pool per worker process) and its token, unique to the process."""
-
-    token: str | None = None
-    pid: int = -1
-    buffers: list[list] = []  # [shared uint8 tensor, sent to the receiver already]
-
-
-def _pool() -> type[_Pool]:
-    if _Pool.pid != os.getpid():
-        # a forked process never shares its parent's buffers
-        _Pool.token, _Pool.pid, _Pool.buffers = uuid.uuid4().hex, os.getpid(), []
-    return _Pool
-
-
-def _acquire(nbytes: int) -> int | None:
-    """Index of a free buffer of at least ``nbytes`` in this process's pool, marked in use; ``None`` when full."""
-    pool = _pool()
-    for i, (buffer, _) in enumerate(pool.buffers):
-        flag = buffer.numpy()[:8].view(np.int64)
-        if flag[0] == 0 and buffer.numel() - _HEADER >= nbytes:
-            flag[0] = 1
-            return i
-    if len(pool.buffers) >= _POOL_LIMIT:
-        return None
-    buffer = torch.zeros(_HEADER + nbytes, dtype=torch.uint8).share_memory_()
-    buffer.numpy()[:8].view(np.int64)[0] = 1
-    pool.buffers.append([buffer, False])
-    return len(pool.buffers) - 1
-
-
-def _release(index: int) -> None:
-    buffers = _pool().buffers
-    if index < len(buffers):
-        buffers[index][0].numpy()[:8].view(np.int64)[0] = 0
-
-
-def _shared_array(dtype: np.dtype, shape: tuple[int, ...]) -> tuple[np.ndarray, int | None]:
-    """An array to read a batch into: in a loader worker a view of a free shared buffer (and its index)."""
-    if torch.utils.data.get_worker_info() is not None:
-        index = _acquire(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
-        if index is not None:
-            return _view(_pool().buffers[index][0], dtype, shape), index
-    return np.empty(shape, dtype=dtype), None
-
-
-def _view(buffer: torch.Tensor, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    return buffer.numpy()[_HEADER : _HEADER + nbytes].view(dtype).reshape(shape)
-
-
-class _Shipped:
-    """A batch on its way out of a worker: unpickled in the receiving process as the float32 batch."""
-
-    def __init__(self, batch: StoreCubeBatch, index: int | None) -> None:
-        self.batch, self.index = batch, index
-        # from now on the receiving process releases the buffer
-        batch.slot = None
-        self.buffer = None
-        if index is None:
-            self.buffer = torch.from_numpy(np.ascontiguousarray(batch.raw))
-            return
-        entry = _pool().buffers[index]
-        if not entry[1]:
-            # the receiver keeps the buffer from the first batch it carries; later batches send only its number
-            self.buffer, entry[1] = entry[0], True
-
-    def __reduce__(self):
-        b = self.batch
-        return _receive, (_Pool.token, os.getpid(), self.index, self.buffer, b.raw.dtype.str, b.raw.shape, b.scales,
-                          b.offsets, b.affines, b.sources)
-
-
-def _ship(batch: StoreCubeBatch) -> _Shipped:
-    if batch.slot is not None:
-        return _Shipped(batch, batch.slot)
-    index = _acquire(batch.raw.nbytes)
-    if index is not None:
-        _view(_pool().buffers[index][0], batch.raw.dtype, batch.raw.shape)[...] = batch.raw
-    return _Shipped(batch, index)
-
-
-class _Received:
-    """The buffers of the workers this process receives from: ``(token, index)`` → shared tensor; token → pid."""
-
-    buffers: dict[tuple[str, int], torch.Tensor] = {}
-    pids: dict[str, int] = {}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _receive(token, pid, index, buffer, dtype, shape, scales, offsets, affines, sources) -> MetaTensor:
-    dtype = np.dtype(dtype)
-    if index is None:
-        return _batch_tensor(buffer.numpy(), scales, offsets, affines, sources)
-    if buffer is not None:
-        if token not in _Received.pids:
-            # a new worker: let go of the buffers of workers that ended (non-persistent loaders restart them)
-            for gone in [t for t, p in _Received.pids.items() if not _alive(p)]:
-                del _Received.pids[gone]
-                for key in [k for k in _Received.buffers if k[0] == gone]:
-                    del _Received.buffers[key]
-            _Received.pids[token] = pid
-        _Received.buffers[(token, index)] = buffer
-    shared = _Received.buffers.get((token, index))
-    if shared is None:
-        raise RuntimeError(
-            f"a batch of StoreCubeDataset names buffer {index} of worker {pid}, which this process never received; "
-            "collate_store_cubes batches must be unpickled in the order the worker sent them."
-        )
-    batch = _batch_tensor(_view(shared, dtype, tuple(shape)), scales, offsets, affines, sources)
-    # read: the worker may write the buffer again
-    shared.numpy()[:8].view(np.int64)[0] = 0
-    return batch
+    return {"image": ship(batch)}
 
 
 def _is_identity(transform) -> bool:
@@ -445,7 +273,7 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
             self._volumes[i] = _CubeSource(self.store[i], self.sampler.cube_size, lambda: self._fileno(i))
         return self._volumes[i]
 
-    def _fixed_start(self, i: int, j: int, volume: _StoredVolume) -> tuple[int, ...]:
+    def _fixed_start(self, i: int, j: int, volume: _CubeSource) -> tuple[int, ...]:
         if i not in self._fixed_starts:
             name = os.path.basename(self.store[i].source)
             self.fixed_sampler.set_random_state(seed=(self.seed + zlib.crc32(name.encode())) % (2**32))
@@ -475,7 +303,7 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         raw = np.empty((volume.shape[0], *self.sampler.cube_size), dtype=volume.raw_dtype)
         volume.read_into(start, self.sampler.cube_size, raw)
         cube = raw if volume.padded is not None else volume.scaled(raw)
-        image = _meta_tensor(torch.from_numpy(cube), self._affine(i, start), self.store[i].source)
+        image = meta_tensor(torch.from_numpy(cube), self._affine(i, start), self.store[i].source)
         sample = {"image": image}
         return self.transform(sample) if self.transform is not None else sample
 
@@ -491,7 +319,7 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         if len(channels) > 1:
             raise ValueError(f"the volumes of a batch have different channel counts {sorted(channels)}.")
         dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float32)
-        raw, slot = _shared_array(dtype, (len(positions), channels.pop(), *self.sampler.cube_size))
+        raw, slot = shared_array(dtype, (len(positions), channels.pop(), *self.sampler.cube_size))
         quantised = dtype == np.uint16
         scales = np.ones(len(positions), np.float32) if quantised else None
         offsets = np.zeros(len(positions), np.float32)
@@ -507,7 +335,7 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
                     raw[k] = cube if volume.padded is not None else volume.scaled(cube)
         except BaseException:
             if slot is not None:
-                _release(slot)
+                release(slot)
             raise
         affines = np.stack([self._affine(i, start) for i, start in positions])
         sources = [self.store[i].source for i, _ in positions]

@@ -9,8 +9,8 @@ from monai.transforms import Compose, Orientationd
 from monai.utils import set_determinism
 
 from monai_genesis.data.store import VolumeStore
-from monai_genesis.data import store_cubes
-from monai_genesis.data.store_cubes import StoreCubeDataset, collate_store_cubes
+from monai_genesis.data import worker_batches
+from monai_genesis.data.store_cubes import StoreCubeBatch, StoreCubeDataset, collate_store_cubes
 from monai_genesis.transforms import FixedCubeSamplesd, LoadVolumed, RandCubeSamples, intensity_transform
 
 CUBE = (16, 16, 8)
@@ -156,7 +156,7 @@ def test_batched_loader_gives_the_batches_of_the_item_path(store, num_workers):
                 _assert_same_batch(a, b)
     if num_workers:
         # the batches came through the workers' reused buffers, a few per worker
-        assert 0 < len(store_cubes._Received.buffers) <= 2 * num_workers * 4
+        assert 0 < len(worker_batches._Received.buffers) <= 2 * num_workers * 4
     set_determinism(None)
 
 
@@ -200,14 +200,14 @@ def test_workers_fall_back_to_fresh_tensors_and_forget_ended_workers(store, monk
     paths, index = store
     ds = StoreCubeDataset(index, paths, cubes_per_volume=4, fixed=True, cube_size=CUBE, border=(4, 4, 2))
     expected = torch.cat([ds[i]["image"][None] for i in range(len(ds))])
-    monkeypatch.setattr(store_cubes, "_POOL_LIMIT", 0)
+    monkeypatch.setattr(worker_batches, "_POOL_LIMIT", 0)
     assert torch.equal(torch.cat([b["image"] for b in _loader(ds, True, 1, batch_size=4)]), expected)
-    monkeypatch.setattr(store_cubes, "_POOL_LIMIT", 16)
+    monkeypatch.setattr(worker_batches, "_POOL_LIMIT", 16)
     for _ in range(3):
         # workers that are not persistent start again every epoch; the buffers of the ended ones are let go
         loader = _loader(ds, True, 2, persistent=False, batch_size=4)
         assert torch.equal(torch.cat([b["image"] for b in loader]), expected)
-    assert len(store_cubes._Received.pids) <= 4
+    assert len(worker_batches._Received.pids) <= 4
 
 
 def test_transform_keeps_the_item_path(store):
@@ -221,7 +221,7 @@ def test_transform_keeps_the_item_path(store):
     assert batch["image"].shape == (3, 1, *CUBE) and torch.equal(batch["label"], batch["image"] * 2)
     # the bundle's Compose whose corruption is disabled (done on the device) keeps the batched path
     ds = StoreCubeDataset(index, paths, cubes_per_volume=2, cube_size=CUBE, border=(4, 4, 2), transform=Compose([]))
-    assert isinstance(ds.__getitems__([0, 1]), store_cubes.StoreCubeBatch)
+    assert isinstance(ds.__getitems__([0, 1]), StoreCubeBatch)
 
 
 def test_small_volume_is_padded_and_missing_entries_are_named(tmp_path, caplog):

@@ -1,0 +1,190 @@
+"""Moving batches of stored cube values from ``DataLoader`` workers to the receiving process.
+
+A worker writes a batch's stored voxels (uint16 for the default store) into a small pool of shared-memory buffers
+that it reuses: only the buffer's number crosses the process boundary after the first batch a buffer carries, and the
+receiving process scales the voxels to float32 as it receives them (the scale and offset of each volume travel with
+the batch). Moving a fresh float32 tensor per batch through shared memory, PyTorch's default, cost more than reading
+the cubes; ``python benchmarks/pretraining_scale.py --loader-paths batched batched_plain`` measures the two.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.utils import TraceKeys
+
+__all__ = ["batch_tensor", "meta_tensor", "release", "shared_array", "ship", "to_float"]
+
+
+def to_float(raw: np.ndarray, scales, offsets, first: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+    """Float32 intensities of stored cubes ``raw`` (cube ``k`` is cube ``first + k`` of ``scales``/``offsets``)."""
+    if out is None:
+        out = np.empty(raw.shape, dtype=np.float32)
+    out[...] = raw
+    if scales is not None:
+        for k in range(raw.shape[0]):
+            _scale_in_place(out[k], scales[first + k], offsets[first + k])
+    return out
+
+
+def _scale_in_place(values: np.ndarray, scale: np.float32, offset: np.float32) -> None:
+    # the one scaling of both paths, so they give the same floats; in place, as a cast in the ufunc is slower
+    values *= scale
+    if offset:
+        values += offset
+
+
+def meta_tensor(image: torch.Tensor, affine: np.ndarray, source: str) -> MetaTensor:
+    return MetaTensor(image, affine=torch.as_tensor(affine), meta={"filename_or_obj": source})
+
+
+@functools.lru_cache(maxsize=1)
+def _item_meta() -> dict:
+    """The meta data keys and default values of an item's ``MetaTensor``."""
+    return dict(meta_tensor(torch.empty(0), np.eye(4), "").meta)
+
+
+def batch_tensor(raw, scales, offsets, affines, sources, out: torch.Tensor | None = None) -> MetaTensor:
+    out = torch.empty(raw.shape, dtype=torch.float32) if out is None else out
+    to_float(raw, scales, offsets, out=out.numpy())
+    meta = {k: [v] * len(sources) for k, v in _item_meta().items() if k not in ("affine", "filename_or_obj")}
+    meta["filename_or_obj"] = list(sources)
+    meta["affine"] = torch.as_tensor(affines)
+    batch = MetaTensor(out, meta=meta, applied_operations=[TraceKeys.NONE] * len(sources))
+    batch.is_batch = True
+    return batch
+
+
+# buffers of one worker beyond which a batch goes as a fresh shared tensor (a receiver that stopped releasing them)
+_POOL_LIMIT = 16
+# each buffer starts with a flag: 1 while the receiver has not yet read it
+_HEADER = 64
+
+
+class _Pool:
+    """This process's shared buffers (one pool per worker process) and its token, unique to the process."""
+
+    token: str | None = None
+    pid: int = -1
+    buffers: list[list] = []  # [shared uint8 tensor, sent to the receiver already]
+
+
+def _pool() -> type[_Pool]:
+    if _Pool.pid != os.getpid():
+        # a forked process never shares its parent's buffers
+        _Pool.token, _Pool.pid, _Pool.buffers = uuid.uuid4().hex, os.getpid(), []
+    return _Pool
+
+
+def _acquire(nbytes: int) -> int | None:
+    """Index of a free buffer of at least ``nbytes`` in this process's pool, marked in use; ``None`` when full."""
+    pool = _pool()
+    for i, (buffer, _) in enumerate(pool.buffers):
+        flag = buffer.numpy()[:8].view(np.int64)
+        if flag[0] == 0 and buffer.numel() - _HEADER >= nbytes:
+            flag[0] = 1
+            return i
+    if len(pool.buffers) >= _POOL_LIMIT:
+        return None
+    buffer = torch.zeros(_HEADER + nbytes, dtype=torch.uint8).share_memory_()
+    buffer.numpy()[:8].view(np.int64)[0] = 1
+    pool.buffers.append([buffer, False])
+    return len(pool.buffers) - 1
+
+
+def release(index: int) -> None:
+    buffers = _pool().buffers
+    if index < len(buffers):
+        buffers[index][0].numpy()[:8].view(np.int64)[0] = 0
+
+
+def shared_array(dtype: np.dtype, shape: tuple[int, ...]) -> tuple[np.ndarray, int | None]:
+    """An array to read a batch into: in a loader worker a view of a free shared buffer (and its index)."""
+    if torch.utils.data.get_worker_info() is not None:
+        index = _acquire(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+        if index is not None:
+            return _view(_pool().buffers[index][0], dtype, shape), index
+    return np.empty(shape, dtype=dtype), None
+
+
+def _view(buffer: torch.Tensor, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return buffer.numpy()[_HEADER : _HEADER + nbytes].view(dtype).reshape(shape)
+
+
+class _Shipped:
+    """A batch on its way out of a worker: unpickled in the receiving process as the float32 batch."""
+
+    def __init__(self, batch, index: int | None) -> None:
+        self.batch, self.index = batch, index
+        # from now on the receiving process releases the buffer
+        batch.slot = None
+        self.buffer = None
+        if index is None:
+            self.buffer = torch.from_numpy(np.ascontiguousarray(batch.raw))
+            return
+        entry = _pool().buffers[index]
+        if not entry[1]:
+            # the receiver keeps the buffer from the first batch it carries; later batches send only its number
+            self.buffer, entry[1] = entry[0], True
+
+    def __reduce__(self):
+        b = self.batch
+        return _receive, (_Pool.token, os.getpid(), self.index, self.buffer, b.raw.dtype.str, b.raw.shape, b.scales,
+                          b.offsets, b.affines, b.sources)
+
+
+def ship(batch) -> _Shipped:
+    if batch.slot is not None:
+        return _Shipped(batch, batch.slot)
+    index = _acquire(batch.raw.nbytes)
+    if index is not None:
+        _view(_pool().buffers[index][0], batch.raw.dtype, batch.raw.shape)[...] = batch.raw
+    return _Shipped(batch, index)
+
+
+class _Received:
+    """The buffers of the workers this process receives from: ``(token, index)`` → shared tensor; token → pid."""
+
+    buffers: dict[tuple[str, int], torch.Tensor] = {}
+    pids: dict[str, int] = {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _receive(token, pid, index, buffer, dtype, shape, scales, offsets, affines, sources) -> MetaTensor:
+    dtype = np.dtype(dtype)
+    if index is None:
+        return batch_tensor(buffer.numpy(), scales, offsets, affines, sources)
+    if buffer is not None:
+        if token not in _Received.pids:
+            # a new worker: let go of the buffers of workers that ended (non-persistent loaders restart them)
+            for gone in [t for t, p in _Received.pids.items() if not _alive(p)]:
+                del _Received.pids[gone]
+                for key in [k for k in _Received.buffers if k[0] == gone]:
+                    del _Received.buffers[key]
+            _Received.pids[token] = pid
+        _Received.buffers[(token, index)] = buffer
+    shared = _Received.buffers.get((token, index))
+    if shared is None:
+        raise RuntimeError(
+            f"a batch of StoreCubeDataset names buffer {index} of worker {pid}, which this process never received; "
+            "collate_store_cubes batches must be unpickled in the order the worker sent them."
+        )
+    batch = batch_tensor(_view(shared, dtype, tuple(shape)), scales, offsets, affines, sources)
+    # read: the worker may write the buffer again
+    shared.numpy()[:8].view(np.int64)[0] = 0
+    return batch
