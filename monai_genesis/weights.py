@@ -9,6 +9,7 @@ width matches only counters and biases), loading of the encoder only, and a stem
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -321,6 +322,11 @@ class TransferReport:
         shape_mismatched: the keys of ``skipped`` whose name is in the network but whose shape differs.
         repeated_input_channels: the keys of ``loaded`` whose one-input-channel kernel was repeated over the
             network's input channels (``repeat_input_channels``).
+        pretraining: for an nnssl checkpoint, the pretraining setting of its adaptation plan
+            (:py:class:`monai_genesis.interop.PretrainingSetting`: spacing, patch size, normalisation, input
+            channels, in MONAI's axis order); None otherwise.
+        stale: for an nnssl S3D checkpoint, the ``.conv`` / ``.norm`` keys whose value differs from the trained
+            ``all_modules`` copy that was read.
     """
 
     source: str
@@ -331,6 +337,8 @@ class TransferReport:
     learned_loaded: list[str] = field(default_factory=list)
     shape_mismatched: list[str] = field(default_factory=list)
     repeated_input_channels: list[str] = field(default_factory=list)
+    pretraining: Any = None
+    stale: list[str] = field(default_factory=list)
 
     @property
     def num_loaded(self) -> int:
@@ -352,6 +360,13 @@ class TransferReport:
             f"{self.network}: loaded {self.num_loaded} of {total} tensors from {self.source}; "
             f"skipped {len(self.skipped)} checkpoint tensor(s); {len(self.missing)} network tensor(s) not loaded."
         ]
+        if self.pretraining is not None:
+            lines.append(f"  {self.pretraining}")
+        if self.stale:
+            lines.append(
+                f"  {len(self.stale)} conv / norm tensor(s) of the file differ from their all_modules copy (S3D); "
+                f"the all_modules copy was read, first {self.stale[0]}"
+            )
         lines += [f"  repeated over the input channels: {k}" for k in self.repeated_input_channels]
         lines += [f"  skipped {k}: {why}" for k, why in list(self.skipped.items())[:10]]
         if len(self.skipped) > 10:
@@ -394,6 +409,9 @@ def _too_little_loaded(report: TransferReport, state_dict: Mapping[str, Any], ta
         f"and shape (min_loaded={min_loaded}; only kernels and matrices count, not biases, norm parameters or "
         "num_batches_tracked counters), so nothing would be transferred"
     )
+    advice = _preset_advice(state_dict, target, report.network)
+    if advice:
+        return f"{head}. {advice}"
     if report.shape_mismatched:
         key = report.shape_mismatched[0]
         first = state_dict.get(_FIRST_GENESIS_CONV)
@@ -409,6 +427,48 @@ def _too_little_loaded(report: TransferReport, state_dict: Mapping[str, Any], ta
         f"network keys start {list(target)[:3]}. Check that the checkpoint belongs to this architecture, or rename "
         "its keys with prefix_map={'<checkpoint prefix>': '<network prefix>'}."
     )
+
+
+# the first tensor of each pretraining network of the project: (key, what made it, the presets to merge)
+_ARCHITECTURES = (
+    (
+        "encoder.stem.conv.conv.weight",
+        "a ResEncUNet (mae_pretrain, an nnssl / nnU-Net release, or a bundle run with the ResEnc preset)",
+        "configs/networks/resenc_l.json and configs/finetune_mae.json (genesis_classification: "
+        "configs/networks/resenc_classifier.json and configs/finetune_mae.json)",
+    ),
+    (
+        "encoder.layer1.0.conv1.weight",
+        "CSPR's 3D ResNet-18 (cspr_pretrain)",
+        "configs/networks/resnet18_unet.json (genesis_classification: configs/networks/resnet18.json)",
+    ),
+    (
+        _FIRST_GENESIS_CONV,
+        "a GenesisUNet (genesis_pretrain or the released Genesis Chest CT)",
+        "no network preset (the GenesisUNet is the bundles' default) or configs/networks/genesis_unet.json",
+    ),
+)
+
+
+def _preset_advice(state_dict: Mapping[str, Any], target: Mapping[str, Any], network: str) -> str:
+    """Which network made the checkpoint and which preset fragments build it, when the network is another one."""
+    for key, made_by, presets in _ARCHITECTURES:
+        if key in state_dict and key not in target:
+            width = ""
+            if key == "encoder.stem.conv.conv.weight":
+                widths = [
+                    int(state_dict[k].shape[0])
+                    for k in sorted(
+                        (k for k in state_dict if re.match(r"^encoder\.stages\.\d+\.0\.conv1\.conv\.conv\.weight$", k)),
+                        key=lambda k: int(k.split(".")[2]),
+                    )
+                ]
+                width = f", with --resenc_features {json.dumps(widths)}" if widths else ""
+            return (
+                f"The checkpoint is {made_by} and the network a {network}: fine-tune it in the network it was "
+                f"pretrained in by merging {presets} after the bundle's train.json{width}."
+            )
+    return ""
 
 
 def repeat_over_input_channels(kernel: torch.Tensor, shape: Sequence[int]) -> torch.Tensor | None:
@@ -438,6 +498,9 @@ def load_pretrained(
     min_loaded: int = 1,
     include_prefixes: str | Sequence[str] | None = None,
     repeat_input_channels: bool = False,
+    reverse_axes: bool = True,
+    intensity: str | None = None,
+    spacing: Sequence[float] | None = None,
 ) -> TransferReport:
     """
     Copy into ``net`` every checkpoint tensor whose name and shape match, and report what was loaded.
@@ -465,22 +528,46 @@ def load_pretrained(
         repeat_input_channels: load a kernel of one input channel into a kernel of ``C`` input channels by
             repeating it over them and dividing by ``C`` (:py:func:`repeat_over_input_channels`), for a network
             fine-tuned on multi-channel input (e.g. several MRI sequences) from a one-channel pretraining.
+        reverse_axes: for an nnssl checkpoint, reverse the spatial axes of its kernels from nnssl's (z, y, x)
+            arrays to MONAI's (x, y, z) (:py:mod:`monai_genesis.interop.nnssl`); False keeps them as stored.
+        intensity: the fine-tuning's intensity setting (``"zscore"``, ``"ct"``, ``"mri"``), compared with an nnssl
+            checkpoint's pretraining normalisation; None when unknown.
+        spacing: the fine-tuning voxel spacing in mm, compared with an nnssl checkpoint's; None when the images
+            are not resampled.
+
+    An nnssl / nnU-Net checkpoint (:py:func:`monai_genesis.interop.read_nnssl_checkpoint`: the release or the
+    training form, S3D, or a bare state dict of the reference ``ResidualEncoderUNet``) is translated into
+    ``ResEncUNet`` names first; unless ``include_prefixes`` says otherwise only its stem and encoder load (as in
+    nnU-Net), the report gives its pretraining setting, and a warning says each difference from ``intensity`` and
+    ``spacing`` with the override that matches it. A Primus or other non-ResEnc checkpoint, or one whose encoder
+    has other widths than the network, is refused with the file and the reason.
 
     Returns:
         the :py:class:`TransferReport`.
     """
+    from monai_genesis.interop.nnssl import is_nnssl_checkpoint, read_nnssl_checkpoint
+
     net = unwrap_parallel(net)
     if isinstance(checkpoint, Mapping):
         source, obj = "state dict", checkpoint
     else:
         source, obj = str(checkpoint), safe_load(checkpoint)
-    state_dict = extract_state_dict(obj)
+    nnssl = read_nnssl_checkpoint(obj, reverse_axes=reverse_axes, source=source) if is_nnssl_checkpoint(obj) else None
+    if nnssl is not None:
+        state_dict = dict(nnssl.state_dict)
+        if include_prefixes is None:
+            # nnssl and nnU-Net transfer the stem and the encoder only (the adaptation plan's key_to_stem / _encoder)
+            include_prefixes = "encoder."
+    else:
+        state_dict = extract_state_dict(obj)
     if _is_official(state_dict):
         state_dict = {official_to_genesis_key(k) or k: v for k, v in state_dict.items()}
     if prefix_map:
         state_dict = _apply_prefix_map(state_dict, prefix_map)
     target = net.state_dict()
     report = TransferReport(source=source, network=type(net).__name__)
+    if nnssl is not None:
+        report.pretraining, report.stale = nnssl.setting, list(nnssl.stale)
     to_load = {}
     included = None if include_prefixes is None else tuple(
         [include_prefixes] if isinstance(include_prefixes, str) else include_prefixes
@@ -510,6 +597,8 @@ def load_pretrained(
             if _is_learned(target[key]):
                 report.learned_loaded.append(key)
     report.missing = [k for k in target if k not in to_load]
+    if nnssl is not None:
+        _check_nnssl_fit(nnssl, report, state_dict, target)
     if strict and (report.skipped or report.missing):
         raise GenesisInputError(f"strict loading failed, the checkpoint and the network differ:\n{report}")
     if report.num_learned_loaded < min_loaded:
@@ -517,4 +606,32 @@ def load_pretrained(
         raise GenesisInputError(_too_little_loaded(report, state_dict, target, min_loaded))
     net.load_state_dict(to_load, strict=False)
     logger.info("%s", report)
+    if report.pretraining is not None:
+        for line in report.pretraining.advice(intensity=intensity, spacing=spacing):
+            logger.warning("%s: %s.", source, line)
     return report
+
+
+def _check_nnssl_fit(nnssl, report: TransferReport, state_dict: Mapping[str, Any], target: Mapping[str, Any]) -> None:
+    """Refuse an nnssl checkpoint whose encoder does not fit the network (another width or depth), naming both."""
+    encoder_mismatch = [k for k in report.shape_mismatched if k.startswith("encoder.")]
+    if not encoder_mismatch:
+        return
+    widths = [int(v.shape[0]) for k, v in sorted(target.items()) if re.match(r"^encoder\.stages\.\d+\.0\.conv1\.conv\.conv\.weight$", k)]
+    key = encoder_mismatch[0]
+    if widths == nnssl.features:
+        fix = (
+            "The widths agree, the kernels do not: build the network with the checkpoint's kernel sizes and strides "
+            f"({nnssl.strides}), in the axis order it was read in (reverse_axes)."
+        )
+    else:
+        fix = (
+            "Build the network as the checkpoint was made: configs/networks/resenc_l.json with --resenc_features "
+            f"{json.dumps(nnssl.features)}."
+        )
+    raise GenesisInputError(
+        f"{report.source}: a ResEnc checkpoint of stage widths {nnssl.features} and strides {nnssl.strides}, "
+        f"the network {report.network} has widths {widths or 'of another architecture'}; {len(encoder_mismatch)} "
+        f"encoder tensor(s) differ in shape, e.g. {key}: {_shape(state_dict[key])} in the checkpoint, "
+        f"{_shape(target[key])} in the network. {fix}"
+    )

@@ -260,3 +260,25 @@ def test_file_digest_is_the_one_hasher(tmp_path):
     path.write_bytes(b"genesis" * 100_000)
     assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
     assert file_digest(path, "sha1", chunk_size=1000) == hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def test_refusal_names_the_preset_of_an_mae_model():
+    """An mae_pretrain model fine-tuned with the bundles' default network: the preset and the fragment to merge."""
+    from monai_genesis.networks import ResEncUNet
+
+    mae = ResEncUNet(features=[2, 4, 4, 8, 8, 8]).state_dict()
+    with pytest.raises(GenesisInputError) as err:
+        load_pretrained(GenesisUNet(features=2, out_channels=3), mae)
+    message = str(err.value)
+    assert "The checkpoint is a ResEncUNet (mae_pretrain" in message and "the network a GenesisUNet" in message
+    assert "merging configs/networks/resenc_l.json and configs/finetune_mae.json" in message
+    assert message.endswith("after the bundle's train.json, with --resenc_features [2, 4, 4, 8, 8, 8].")
+
+
+def test_refusal_names_the_preset_of_a_cspr_model():
+    from monai_genesis.networks import ResEncUNet, ResNet18Classifier
+
+    cspr = ResNet18Classifier(num_classes=4).state_dict()
+    with pytest.raises(GenesisInputError, match=r"The checkpoint is CSPR's 3D ResNet-18 \(cspr_pretrain\) and the "
+                       r"network a ResEncUNet: .*merging configs/networks/resnet18_unet.json"):
+        load_pretrained(ResEncUNet(features=[2, 4, 4, 8, 8, 8]), cspr)
