@@ -7,13 +7,14 @@ affine. Each channel is corrupted independently (its own decision and parameters
 by a number drawn from ``self.R``, so ``set_random_state`` and ``monai.utils.set_determinism`` make runs
 repeatable. The input is never modified.
 
-MONAI's contract: ``randomize(img)`` draws every parameter (which channels, blocks, curves, boxes, flips and the
-seed of the noise) and returns them as one object, also kept in ``last_draw``; ``__call__(img, randomize=False)``
-applies the last draw again, to the same image or to another of the same shape.
-
-The same methods corrupt a whole batch ``(B, C, *spatial)`` in one vectorised pass
-(:py:meth:`RandGenesisCorruption.corrupt_batch`), which :py:class:`monai_genesis.engines.GenesisPrepareBatch` runs
-on the training device.
+Each corruption is a batch-first functional core: ``draw(R, shape, device)`` draws every parameter of a batch
+``(B, C, *spatial)`` from the random state ``R`` (which channels, blocks, curves, boxes, flips and the seed of the
+noise) and ``apply(x, params)`` applies them to a batch, the backend (compiled CPU loops or torch on any device,
+:py:mod:`monai_genesis.transforms.backend`) chosen once per apply. ``__call__`` draws from ``self.R``, wraps the
+image as a batch of one, applies and unwraps; :py:class:`monai_genesis.engines.PretextPrepareBatch` draws and
+applies whole batches on the training device. MONAI's contract: ``randomize(img)`` draws and keeps the parameters
+in ``last_draw``; ``__call__(img, randomize=False)`` applies the last draw again, to the same image or to another
+of the same shape.
 """
 
 from __future__ import annotations
@@ -32,18 +33,12 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms import Flip, RandomizableTransform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
+from .backend import TorchBackend, backend_for
 from .flip import draw_flips, flip_items
-from .nonlinear import NonlinearParams, apply_lut, bezier_lut, draw_nonlinear, percentile_range
-from .painting import INPAINT_MIN_SIZE, OUTPAINT_MIN_SIZE, draw_inpaint_boxes, draw_outpaint_boxes, paint
+from .nonlinear import draw_nonlinear, percentile_range
+from .painting import INPAINT_MIN_SIZE, OUTPAINT_MIN_SIZE, draw_inpaint_boxes, draw_outpaint_boxes
 from .shuffle import blocks_touching, draw_blocks, local_shuffle
-from .utils import (
-    check_channel_first,
-    check_intensity,
-    check_min_spatial_size,
-    draw_seed,
-    seeded_generator,
-    torch_generator,
-)
+from .utils import check_channel_first, check_intensity, check_min_spatial_size, draw_seed, torch_generator
 
 __all__ = [
     "GenesisDraw",
@@ -104,18 +99,11 @@ class GenesisDraw:
     outpaint: ItemDraw
 
 
-def _subset(draw: ItemDraw, selected: np.ndarray) -> ItemDraw:
-    """``draw`` restricted to the items ``selected`` (a subset of those it selected) of non-linear draws."""
-    keep = selected[draw.selected]
-    params = NonlinearParams(draw.params.control_points[keep], draw.params.increasing[keep])
-    return replace(draw, selected=selected, params=params)
-
-
 class _ItemCorruption(RandomizableTransform):
-    """Base of the corruptions applied to each channel ("item") independently, with a shared batched path.
+    """Base of the corruptions applied to each channel ("item") independently.
 
     Subclasses implement ``draw_params(R, n, spatial_shape, device)`` (parameters of ``n`` items, from ``R``) and
-    ``apply(items, params, low, high, generator)`` (a vectorised kernel over ``(n, *spatial)``).
+    ``apply_params(items, params, low, high, seed, backend, regions)`` (the computation over ``(n, *spatial)``).
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -138,13 +126,26 @@ class _ItemCorruption(RandomizableTransform):
     def draw_params(self, R: np.random.RandomState, n: int, spatial_shape: tuple[int, ...], device) -> Any:
         raise NotImplementedError
 
-    def apply(self, items: torch.Tensor, params: Any, low, high, generator: torch.Generator) -> torch.Tensor:
+    def apply_params(
+        self, items: torch.Tensor, params: Any, low, high, seed: int, backend: TorchBackend, regions=None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def bounds(self, items: torch.Tensor) -> tuple:
         """The value range ``(low, high)``: the declared one, or per item the 0.1st–99.9th percentiles in z-score
         mode."""
         return percentile_range(items) if self.zscore else self.value_range
+
+    def draw(self, R: np.random.RandomState, shape: Sequence[int], device: torch.device | str = "cpu") -> ItemDraw:
+        """Draw from ``R`` the parameters of a batch of ``shape`` ``(B, C, *spatial)`` on ``device`` (one item per
+        channel and sample); nothing of the transform changes."""
+        shape = tuple(int(s) for s in shape)
+        return self.draw_items(R, (shape[0] * shape[1], *shape[2:]), device)
+
+    def apply(self, x: torch.Tensor, draw: ItemDraw) -> torch.Tensor:
+        """Corrupt a batch ``(B, C, *spatial)`` (a plain tensor) with ``draw``; returns ``x`` itself when the draw
+        corrupts nothing."""
+        return self.apply_items(x.reshape(-1, *x.shape[2:]), draw).reshape(x.shape)
 
     def draw_items(
         self,
@@ -179,8 +180,22 @@ class _ItemCorruption(RandomizableTransform):
         self._do_transform = self.last_draw.active
         return self.last_draw
 
-    def apply_items(self, items: torch.Tensor, draw: ItemDraw | None = None) -> torch.Tensor:
-        """Corrupt the items ``(n, *spatial)`` (a plain tensor) with ``draw`` (the last draw when None)."""
+    def apply_items(
+        self,
+        items: torch.Tensor,
+        draw: ItemDraw | None = None,
+        backend: TorchBackend | None = None,
+        regions: list | None = None,
+    ) -> torch.Tensor:
+        """Corrupt the items ``(n, *spatial)`` (a plain tensor) with ``draw`` (the last draw when None).
+
+        Args:
+            items: one image per channel and sample.
+            draw: the draw of these items.
+            backend: how to compute; None for :py:func:`monai_genesis.transforms.backend.backend_for` the items'
+                device.
+            regions: per item None or the box ``(start, stop)`` outside of which its values are not needed.
+        """
         draw = self.last_draw if draw is None else draw
         name = type(self).__name__
         if draw is None:
@@ -189,26 +204,16 @@ class _ItemCorruption(RandomizableTransform):
             raise ValueError(f"{name}: the draw was made for items of shape {draw.shape}, got {tuple(items.shape)}.")
         if not draw.active:
             return items
-        generator = seeded_generator(draw.seed, items.device)
+        backend = backend_for(items.device) if backend is None else backend
         if draw.selected.all():
-            return self.apply(items, draw.params, *self.bounds(items), generator)
-        index = torch.as_tensor(np.flatnonzero(draw.selected), device=items.device)
+            return self.apply_params(items, draw.params, *self.bounds(items), draw.seed, backend, regions)
+        rows = np.flatnonzero(draw.selected)
+        index = torch.as_tensor(rows, device=items.device)
         chosen = items.index_select(0, index)
+        chosen_regions = None if regions is None else [regions[i] for i in rows]
         out = items.clone()
-        out[index] = self.apply(chosen, draw.params, *self.bounds(chosen), generator)
+        out[index] = self.apply_params(chosen, draw.params, *self.bounds(chosen), draw.seed, backend, chosen_regions)
         return out
-
-    def corrupt_items(self, items: torch.Tensor, selected: np.ndarray | None = None, randomize: bool = True):
-        """Corrupt the items ``(n, *spatial)`` (a plain tensor), each chosen with probability ``prob``.
-
-        Args:
-            items: the images, one per channel and sample.
-            selected: which items to corrupt; None draws each with probability ``prob``.
-            randomize: False to apply the last draw again.
-        """
-        if randomize:
-            self.randomize(items, selected)
-        return self.apply_items(items)
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         """Corrupt each channel of ``img``; returns a new image of the same type and device."""
@@ -219,11 +224,9 @@ class _ItemCorruption(RandomizableTransform):
             raise ValueError(f"{name}: expected a floating-point image, got dtype {img_t.dtype}; convert and scale it first.")
         if randomize:
             check_intensity(img_t, self.value_range, name)
-        items = img_t.reshape(-1, *img_t.shape[-spatial_dims:])
-        out = self.corrupt_items(items, randomize=randomize)
-        if out is items:
-            out = img_t.clone()
-        out = out.reshape(img_t.shape)
+            self.randomize(img_t.reshape(-1, *img_t.shape[-spatial_dims:]))
+        out = self.apply(img_t.reshape(1, -1, *img_t.shape[-spatial_dims:]), self.last_draw)[0]
+        out = img_t.clone() if out.data_ptr() == img_t.data_ptr() else out.reshape(img_t.shape)
         if isinstance(img, MetaTensor) and get_track_meta():
             return convert_to_dst_type(out, dst=img)[0]
         return convert_to_dst_type(out, dst=img, dtype=img_t.dtype)[0] if isinstance(img, np.ndarray) else out
@@ -263,14 +266,13 @@ class RandNonlinearIntensity(_ItemCorruption):
     def draw_params(self, R, n, spatial_shape, device):
         return draw_nonlinear(R, n, self.invert_prob)
 
-    def apply(self, items, params, low, high, generator):
-        lut = bezier_lut(params, items.device, self.num_points, self.lut_size)
-        if isinstance(low, torch.Tensor):
-            return apply_lut(items, lut, low, high)
-        if (low, high) == (0.0, 1.0):
-            return apply_lut(items, lut)
-        n = items.shape[0]
-        return apply_lut(items, lut, items.new_full((n,), low), items.new_full((n,), high))
+    def apply_params(self, items, params, low, high, seed, backend, regions=None):
+        lut = backend.curve_tables(params.control_points, params.increasing, self.num_points, self.lut_size)
+        if not isinstance(low, torch.Tensor):
+            if (low, high) == (0.0, 1.0):
+                return backend.map_lut(items, lut, regions=regions)
+            low, high = items.new_full((items.shape[0],), low), items.new_full((items.shape[0],), high)
+        return backend.map_lut(items, lut, low, high, regions)
 
 
 class RandLocalPixelShuffle(_ItemCorruption):
@@ -308,8 +310,9 @@ class RandLocalPixelShuffle(_ItemCorruption):
         generator = torch_generator(R, device)
         return draw_blocks(generator, n, spatial_shape, self.num_blocks, self.block_fraction, device)
 
-    def apply(self, items, params, low, high, generator):
-        return local_shuffle(items, params, generator, self.block_fraction)
+    def apply_params(self, items, params, low, high, seed, backend, regions=None):
+        generator = torch.Generator(device=items.device).manual_seed(seed)
+        return local_shuffle(items, params, generator, self.block_fraction, backend)
 
 
 class _Paint(_ItemCorruption):
@@ -334,8 +337,9 @@ class _Paint(_ItemCorruption):
     def draw_params(self, R, n, spatial_shape, device):
         return self.draw_boxes(R, n, spatial_shape, self.max_boxes, self.continue_rate)
 
-    def apply(self, items, params, low, high, generator):
-        return paint(items, params, self.keep_inside, low, high, generator)
+    def apply_params(self, items, params, low, high, seed, backend, regions=None):
+        step = backend.outpaint if self.keep_inside else backend.inpaint
+        return step(items, params.starts, params.stops, params.used, low, high, seed)
 
 
 class RandInpaint(_Paint):
@@ -405,12 +409,14 @@ class RandGenesisFlip(RandomizableTransform):
         self._do_transform = bool(self.flips.any())
         return self.flips
 
-    def flip_batch(self, x: torch.Tensor, randomize: bool = True, flips: np.ndarray | None = None) -> torch.Tensor:
-        """Flip each sample of a batch ``(B, C, *spatial)`` with ``flips`` (the last draw when None, a new one
-        when ``randomize``); returns ``x`` itself when nothing is flipped."""
-        if randomize:
-            self.randomize(n=x.shape[0], spatial_dims=x.ndim - 2)
-        flips = self.flips if flips is None else flips
+    def draw(self, R: np.random.RandomState, shape: Sequence[int], device: torch.device | str = "cpu") -> np.ndarray:
+        """Draw from ``R`` the flipped axes of a batch of ``shape`` ``(B, C, *spatial)``: boolean
+        ``(B, spatial_dims)``; nothing of the transform changes."""
+        return draw_flips(R, int(shape[0]), len(shape) - 2, self.flip_rate, self.max_flips)
+
+    def apply(self, x: torch.Tensor, flips: np.ndarray) -> torch.Tensor:
+        """Flip each sample of a batch ``(B, C, *spatial)`` along the axes of ``flips``; returns ``x`` itself when
+        nothing is flipped."""
         if flips is None or flips.shape != (x.shape[0], x.ndim - 2):
             raise ValueError(f"{type(self).__name__}: no flips drawn for a batch of shape {tuple(x.shape)}.")
         return flip_items(x, flips) if flips.any() else x
@@ -430,8 +436,8 @@ class RandGenesisFlip(RandomizableTransform):
             axes = np.flatnonzero(self.flips[0]).tolist()
             return Flip(spatial_axis=axes)(img) if axes else img.clone()
         img_t = convert_to_tensor(img, track_meta=False)
-        out = self.flip_batch(img_t[None], randomize=False)[0]
-        out = img_t.clone() if out is img_t else out
+        out = self.apply(img_t[None], self.flips)[0]
+        out = img_t.clone() if out.data_ptr() == img_t.data_ptr() else out
         return convert_to_dst_type(out, dst=img)[0] if isinstance(img, np.ndarray) else out
 
 
@@ -502,7 +508,7 @@ class RandGenesisCorruption(RandomizableTransform):
         check_min_spatial_size(spatial, self.outpaint.min_size, name, self.outpaint.min_size_reason)
         # a zero-stride stand-in for the items: the draws need only their shape and device
         items = torch.zeros((), device=device).expand(shape[0] * shape[1], *spatial)
-        flips = draw_flips(R, shape[0], len(spatial), self.flip.flip_rate, self.flip.max_flips)
+        flips = self.flip.draw(R, shape)
         n = items.shape[0]
         # painting does not depend on the image, so it is drawn first: the shuffle then skips the blocks that
         # out-painting covers with noise anyway, which leaves every kept voxel's distribution as it was
@@ -526,72 +532,42 @@ class RandGenesisCorruption(RandomizableTransform):
         device = data.device if isinstance(data, torch.Tensor) else "cpu"
         return self.draw_batch((1, *data.shape), device)
 
-    def apply_batch(self, x: torch.Tensor, draw: GenesisDraw | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Corrupt a batch ``(B, C, *spatial)`` with ``draw`` (the last draw when None); returns
+    def apply(self, x: torch.Tensor, draw: GenesisDraw) -> tuple[torch.Tensor, torch.Tensor]:
+        """Corrupt a batch ``(B, C, *spatial)`` (a plain tensor, any device) with ``draw``; returns
         ``(corrupted, target)``, target being the flipped clean batch."""
+        target = self.flip.apply(x, draw.flips)
+        return self._corrupt_flipped(target, draw), target
+
+    def apply_batch(self, x: torch.Tensor, draw: GenesisDraw | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:py:meth:`apply` with ``draw``, or with the last draw when None."""
         draw = self.last_draw if draw is None else draw
         if draw is None:
             raise RuntimeError(f"{type(self).__name__}: call randomize() before applying with randomize=False.")
-        target = self.flip.flip_batch(x, randomize=False, flips=draw.flips)
-        corrupted = self._corrupt_flipped(target, draw)
-        return corrupted, target
+        return self.apply(x, draw)
 
     def _corrupt_flipped(self, target: torch.Tensor, draw: GenesisDraw) -> torch.Tensor:
+        """The corrupted batch of the flipped clean batch ``target``, the backend chosen once for all steps."""
         items = target.reshape(-1, *target.shape[2:])
-        items = self.shuffle.apply_items(items, draw.shuffle)
-        if self._fuse_outpainting(items, draw):
-            items = self._nonlinear_and_outpaint(items, draw)
-        else:
-            items = self.nonlinear.apply_items(items, draw.nonlinear)
-            items = self.inpaint.apply_items(items, draw.inpaint)
-            items = self.outpaint.apply_items(items, draw.outpaint)
+        backend = backend_for(items.device)
+        items = self.shuffle.apply_items(items, draw.shuffle, backend)
+        items = self.nonlinear.apply_items(items, draw.nonlinear, backend, self._kept_regions(draw.outpaint))
+        items = self.inpaint.apply_items(items, draw.inpaint, backend)
+        items = self.outpaint.apply_items(items, draw.outpaint, backend)
         corrupted = items.reshape(target.shape)
         return corrupted.clone() if corrupted.data_ptr() == target.data_ptr() else corrupted
 
-    # at most this many out-painted items take the fused path (a Python loop over their boxes)
-    _FUSE_MAX_ITEMS = 16
-
-    def _fuse_outpainting(self, items: torch.Tensor, draw: GenesisDraw) -> bool:
-        """Whether the out-painted items are mapped only over the bounding box of their kept boxes: on the CPU, for
-        a few items, with a declared value range (in z-score mode the curve's ends and the noise range are read
-        from the whole item)."""
-        return (
-            draw.outpaint.active
-            and items.device.type == "cpu"
-            and int(draw.outpaint.selected.sum()) <= self._FUSE_MAX_ITEMS
-            and self.outpaint.value_range is not None
-            and self.nonlinear.value_range is not None
-            and draw.outpaint.shape == tuple(items.shape)
-        )
-
-    def _nonlinear_and_outpaint(self, items: torch.Tensor, draw: GenesisDraw) -> torch.Tensor:
-        """The non-linear map, in- and out-painting, where out-painted items are mapped only over the bounding box
-        of their kept boxes: everything else of them becomes noise. The same values as the three steps one after
-        the other (the same per-voxel map, and the same noise, drawn from the same seed over the same items)."""
-        nonlinear, outpaint = draw.nonlinear, draw.outpaint
-        outpainted = outpaint.selected
-        rest = nonlinear.selected & ~outpainted
-        if rest.any():
-            items = self.nonlinear.apply_items(items, _subset(nonlinear, rest))
-        items = self.inpaint.apply_items(items, draw.inpaint)
-        rows = np.flatnonzero(outpainted)
-        index = torch.as_tensor(rows, device=items.device)
-        chosen = items.index_select(0, index)
+    def _kept_regions(self, outpaint: ItemDraw) -> list | None:
+        """Per item, the bounding box of the boxes out-painting keeps (None for items it does not touch): the
+        non-linear map is needed only there. None in z-score mode, where out-painting's noise range is read from
+        the whole mapped item."""
+        if not outpaint.active or self.value_range is None:
+            return None
+        regions = [None] * len(outpaint.selected)
         boxes = outpaint.params
-        for j, i in enumerate(rows):
-            if nonlinear.selected[i]:
-                used = boxes.used[j]
-                first, last = boxes.starts[j][used].min(0), boxes.stops[j][used].max(0)
-                crop = chosen[j][tuple(slice(int(a), int(b)) for a, b in zip(first, last))]
-                one = np.arange(len(rest)) == i
-                mapped = replace(_subset(nonlinear, one), shape=(1, *crop.shape), selected=np.ones(1, dtype=bool))
-                crop.copy_(self.nonlinear.apply_items(crop[None], mapped)[0])
-        painted = self.outpaint.apply_items(chosen, replace(outpaint, shape=tuple(chosen.shape), selected=outpainted[rows]))
-        if outpainted.all():
-            return painted
-        out = items.clone()
-        out[index] = painted
-        return out
+        for j, i in enumerate(np.flatnonzero(outpaint.selected)):
+            used = boxes.used[j]
+            regions[i] = (boxes.starts[j][used].min(0), boxes.stops[j][used].max(0))
+        return regions
 
     def training_pair(self, x: torch.Tensor, draw: GenesisDraw) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """The restoration pair of a batch ``(B, C, *spatial)`` for ``draw``: ``(corrupted, target, {})`` (no extra
@@ -668,8 +644,7 @@ class RandGenesisCorruption(RandomizableTransform):
             target = self.flip(img, randomize=False)
             corrupted = self._corrupt_flipped(target.as_tensor()[None], self.last_draw)[0]
             return convert_to_dst_type(corrupted, dst=target)[0], target
-        corrupted, target = self.apply_batch(img_t[None])
-        corrupted, target = corrupted[0], target[0]
+        corrupted, target = (t[0] for t in self.apply(img_t[None], self.last_draw))
         target = img_t.clone() if target.data_ptr() == img_t.data_ptr() else target
         if isinstance(img, np.ndarray):
             return convert_to_dst_type(corrupted, dst=img)[0], convert_to_dst_type(target, dst=img)[0]

@@ -15,15 +15,13 @@ time; these box masks paint a whole batch on the device in one pass.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from . import kernels
-from .utils import uniform_noise
+from .backend import backend_for
 
 __all__ = [
     "BoxParams",
@@ -101,40 +99,7 @@ def draw_outpaint_boxes(
 
 def box_mask(spatial_shape: Sequence[int], boxes: BoxParams, device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean mask ``(n, *spatial)`` of the union of the used boxes of each item."""
-    if torch.device(device).type == "cpu" and len(boxes.used) <= _SLICE_MAX_ITEMS:
-        # a few items on the CPU: one slice write per box beats the batched product
-        mask = torch.zeros((len(boxes.used), *spatial_shape), dtype=torch.bool)
-        for i, box in _boxes(boxes):
-            mask[i][box] = True
-        return mask
-    starts = torch.as_tensor(boxes.starts, device=device)
-    stops = torch.as_tensor(boxes.stops, device=device)
-    n, k = starts.shape[:2]
-    # a box is the outer product of one interval per axis, an unused box an empty one on the first axis
-    axes = [
-        ((pos >= starts[..., a, None]) & (pos < stops[..., a, None])).float()
-        for a, pos in enumerate(_positions(tuple(spatial_shape), torch.device(device)))
-    ]
-    axes[0].mul_(torch.as_tensor(boxes.used, device=device, dtype=torch.float32)[..., None])
-    # the union counts the boxes covering each voxel: one batched product over the boxes
-    first = axes[0] if len(axes) == 2 else (axes[0][..., :, None] * axes[1][..., None, :]).reshape(n, k, -1)
-    return torch.bmm(first.transpose(1, 2), axes[-1]).reshape(n, *spatial_shape) > 0
-
-
-# up to this many items, CPU masks and out-painting are written box by box
-_SLICE_MAX_ITEMS = 16
-
-
-def _boxes(boxes: BoxParams):
-    """``(item, slices)`` of every used box."""
-    for i in range(len(boxes.used)):
-        for start, stop in zip(boxes.starts[i][boxes.used[i]], boxes.stops[i][boxes.used[i]]):
-            yield i, tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
-
-
-@functools.lru_cache(maxsize=16)
-def _positions(spatial_shape: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
-    return [torch.arange(side, device=device) for side in spatial_shape]
+    return backend_for(device).box_mask(tuple(spatial_shape), boxes.starts, boxes.stops, boxes.used)
 
 
 def paint(
@@ -156,46 +121,9 @@ def paint(
         keep_inside: False for in-painting (noise inside the boxes), True for out-painting (noise outside).
         low: noise low end, a number or per item ``(n,)``.
         high: noise high end, a number or per item ``(n,)``.
-        generator: draws the noise.
+        generator: its seed draws the noise (torch's global generator when None).
     """
-    scaled = not (isinstance(low, float) and low == 0.0 and high == 1.0)
-    if keep_inside:
-        return _outpaint(items, boxes, low, high, scaled, generator)
-    device = items.device
-    compiled = device.type == "cpu" and kernels.enabled() and items.dtype in (torch.float32, torch.float64)
-    if compiled:
-        # the same values as the masked path below, in one pass over the rows of the boxes
-        per_item = torch.from_numpy(kernels.hole_voxels(items.shape, boxes.starts, boxes.stops, boxes.used))
-    else:
-        holes = box_mask(items.shape[1:], boxes, device)
-        per_item = holes.reshape(items.shape[0], -1).sum(1)
-    noise = uniform_noise((int(per_item.sum()),), generator, device)
-    if scaled:
-        if isinstance(low, torch.Tensor):
-            # per item: one low and high per hole voxel
-            low, high = (t.reshape(-1).to(device).repeat_interleave(per_item.to(device)) for t in (low, high))
-        noise = noise.mul_(high - low).add_(low)
-    noise = noise.to(items.dtype)
-    if compiled:
-        flat = items.detach().contiguous().numpy()
-        return torch.from_numpy(kernels.inpaint(flat, noise.numpy(), boxes.starts, boxes.stops, boxes.used))
-    return items.masked_scatter(holes, noise)
-
-
-def _outpaint(items, boxes, low, high, scaled, generator):
-    """Out-painting: noise over the whole items, the used boxes copied back."""
-    nd = items.ndim - 1
-    if isinstance(low, torch.Tensor):
-        low, high = low.reshape(-1, *([1] * nd)), high.reshape(-1, *([1] * nd))
-    # the noise is drawn in float32 and painted over in place, so that the result is its only new tensor
-    noise = uniform_noise(items.shape, generator, items.device)
-    if scaled:
-        noise = noise.mul_(high - low).add_(low)
-    noise = noise.to(items.dtype)
-    if items.device.type == "cpu" and items.shape[0] <= _SLICE_MAX_ITEMS:
-        # the same values as the masked path below
-        for i, box in _boxes(boxes):
-            noise[i][box] = items[i][box]
-        return noise
-    mask = box_mask(items.shape[1:], boxes, items.device)
-    return torch.where(mask, items, noise, out=noise)
+    backend = backend_for(items.device)
+    seed = None if generator is None else generator.initial_seed()
+    step = backend.outpaint if keep_inside else backend.inpaint
+    return step(items, boxes.starts, boxes.stops, boxes.used, low, high, seed)

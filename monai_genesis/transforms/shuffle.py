@@ -4,15 +4,12 @@
 uniformly where it fits. Each block's voxels are read from the *unmodified* input, randomly permuted and written
 back; blocks overlap and a later block overwrites an earlier one, so shuffling does not accumulate.
 
-All blocks of all items are handled at once: every (block, voxel) pair gets the flat index of its voxel and of its
-source, the same place in the block's permutation; a scatter of the pair numbers with ``amax`` keeps, for every
-voxel, the pair of the last block covering it. A block's permutation is a rotation of one of a fixed set of base
-permutations of its shape, both drawn per block: each voxel's source is uniform over the block, and a block of up
-to 7 voxels gets every permutation with equal probability (larger ones one of 512 to 1 728). The cost is a dozen
-passes over about 2.5 × 10⁵ pairs per 64×64×32 cube, with one random number per block, on the CPU or the GPU.
-The blocks are drawn on the items' device, from a generator seeded by the transform's random state. On the CPU,
-with Numba installed, one compiled loop writes the blocks in drawing order instead (``kernels.local_shuffle``):
-the same draws, the same result, in one pass over the pairs.
+A block's permutation is a rotation of one of a fixed set of base permutations of its shape, both drawn per block:
+each voxel's source is uniform over the block, and a block of up to 7 voxels gets every permutation with equal
+probability (larger ones one of 512 to 1 728). The blocks are drawn on the items' device, from a generator seeded
+by the transform's random state, with one random number per block; the backend
+(:py:mod:`monai_genesis.transforms.backend`) writes them: a compiled loop over the blocks in drawing order on the
+CPU, a scatter of all (block, voxel) pairs at once with torch elsewhere (about 2.5 × 10⁵ pairs per 64×64×32 cube).
 
 Why not ``monai.transforms.RandCoarseShuffle``: it shuffles a handful of holes in place, at the same places in every
 channel, and a later hole reads what an earlier one already shuffled. Genesis shuffles 10 000 small blocks per
@@ -26,15 +23,13 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from . import kernels
-from .utils import workspace
+from .backend import TorchBackend, backend_for
 
 __all__ = ["ShuffleParams", "blocks_touching", "draw_blocks", "local_shuffle", "max_block_size"]
 
@@ -97,14 +92,8 @@ def draw_blocks(
     # the block leaves there (relative bias below 1e-4)
     bits = 63 // len(spatial_shape)
     raw = torch.empty(m, dtype=torch.int64, device=device).random_(generator=generator)
-    if device.type == "cpu" and kernels.enabled():
-        placed = kernels.place_blocks(shape.numpy(), raw.numpy(), shapes.numpy(), rooms.numpy(), bits, num_blocks)
-        return ShuffleParams(*(torch.from_numpy(t) for t in placed))
-    fields = raw[:, None].bitwise_right_shift(shifts).bitwise_and_((1 << bits) - 1)
-    origins = fields.mul_(rooms.index_select(0, shape)).bitwise_right_shift_(bits).to(torch.int32)
-    sizes = shapes.index_select(0, shape)
-    item = torch.arange(n, dtype=torch.int32, device=device).repeat_interleave(num_blocks)
-    return ShuffleParams(sizes, origins, item)
+    placed = backend_for(device).place_blocks(shape, raw, shapes, rooms, shifts, bits, n, num_blocks)
+    return ShuffleParams(*placed)
 
 
 def blocks_touching(params: ShuffleParams, starts: torch.Tensor, stops: torch.Tensor, used: torch.Tensor):
@@ -117,44 +106,8 @@ def blocks_touching(params: ShuffleParams, starts: torch.Tensor, stops: torch.Te
         stops: box ends (exclusive), same shape.
         used: which boxes are used ``(n, boxes)``.
     """
-    if params.origins.device.type == "cpu" and kernels.enabled():
-        boxes = (np.asarray(t.cpu()) for t in (starts, stops, used))
-        keep = kernels.blocks_touching(params.origins.numpy(), params.sizes.numpy(), params.item.numpy(), *boxes)
-        return torch.from_numpy(keep)
-    if params.origins.device.type == "cpu" and starts.shape[1] <= 63 and params.origins.shape[0] > 0:
-        return _blocks_touching_tables(params, starts, stops, used)
-    starts, stops = starts.to(torch.int32), stops.to(torch.int32)
-    if starts.shape[0] > 1:
-        item = params.item.long()
-        starts, stops, ok = starts[item], stops[item], used[item]
-    else:
-        ok = used.expand(params.item.shape[0], -1).clone()
-    lo, hi = params.origins, params.origins + params.sizes
-    # one axis at a time: reductions over a trailing axis of 2 or 3 are slow
-    for a in range(lo.shape[1]):
-        ok &= (lo[:, a, None] < stops[..., a]) & (hi[:, a, None] > starts[..., a])
-    return ok.any(-1)
-
-
-def _blocks_touching_tables(params: ShuffleParams, starts: torch.Tensor, stops: torch.Tensor, used: torch.Tensor):
-    """:py:func:`blocks_touching` on the CPU by tables: per axis, item, origin and size, a bit per box that the
-    block's interval overlaps there; a block touches a box where the bits of all axes share one."""
-    origins, sizes = params.origins.numpy(), params.sizes.numpy()
-    starts, stops = starts.cpu().numpy().astype(np.int64), stops.cpu().numpy().astype(np.int64)
-    used = used.cpu().numpy().astype(bool)
-    rows = starts.shape[0]
-    item = params.item.numpy().astype(np.int64) if rows > 1 else np.zeros(origins.shape[0], dtype=np.int64)
-    bits = np.left_shift(np.uint64(1), np.arange(starts.shape[1], dtype=np.uint64))
-    code = None
-    for a in range(origins.shape[1]):
-        o_max, s_max = int(origins[:, a].max()) + 1, int(sizes[:, a].max())
-        lo = np.arange(o_max)[None, :, None, None]
-        hi = lo + np.arange(1, s_max + 1)[None, None, :, None]
-        overlap = (lo < stops[:, None, None, :, a]) & (hi > starts[:, None, None, :, a]) & used[:, None, None, :]
-        table = np.bitwise_or.reduce(np.where(overlap, bits, np.uint64(0)), axis=-1).reshape(-1)
-        axis_code = table[(item * o_max + origins[:, a]) * s_max + sizes[:, a] - 1]
-        code = axis_code if code is None else code & axis_code
-    return torch.from_numpy(code != 0)
+    backend = backend_for(params.origins.device)
+    return backend.blocks_touching(params.origins, params.sizes, params.item, starts, stops, used)
 
 
 # blocks of up to this many voxels may get every permutation; larger ones one of base permutations × voxels
@@ -219,48 +172,25 @@ def _tables(spatial_shape: tuple[int, ...], max_sizes: tuple[int, ...], device: 
 
     shape_strides = np.cumprod((1,) + max_sizes[:0:-1])[::-1].copy()
     as_long = functools.partial(torch.as_tensor, dtype=torch.int64, device=device)
+    index_dtype = torch.int32 if math.prod(spatial_shape) < 2**31 else torch.int64
     return _Tables(
         strides=as_long(strides),
         shape_strides=as_long(shape_strides),
         count=as_long(count),
         offset_start=as_long(starts(offsets)),
-        offsets=torch.as_tensor(np.concatenate(offsets), dtype=_int_dtype(math.prod(spatial_shape)), device=device),
+        offsets=torch.as_tensor(np.concatenate(offsets), dtype=index_dtype, device=device),
         perm_start=as_long(starts(permuted)),
         choices=as_long(choices),
-        permuted=torch.as_tensor(np.concatenate(permuted), dtype=_int_dtype(math.prod(spatial_shape)), device=device),
+        permuted=torch.as_tensor(np.concatenate(permuted), dtype=index_dtype, device=device),
     )
 
 
-def _int_dtype(bound: int) -> torch.dtype:
-    """The smaller integer dtype that holds values up to ``bound``."""
-    return torch.int32 if bound < 2**31 else torch.int64
-
-
-def _buffer(slot: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
-    """The shuffle's reusable temporaries (None off the CPU)."""
-    return workspace(f"shuffle.{slot}", numel, dtype, device)
-
-
-_RAMPS = threading.local()
-
-
-def _ramp(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``arange(length)``, sliced from a cached tensor on the CPU (elsewhere a new one: it would hold much memory)."""
-    if device.type != "cpu":
-        return torch.arange(length, dtype=dtype, device=device)
-    ramps = _RAMPS.__dict__.setdefault("ramps", {})
-    ramp = ramps.get(dtype)
-    if ramp is None or ramp.numel() < length:
-        ramp = ramps[dtype] = torch.arange(max(length + length // 4, 1 << 18), dtype=dtype)
-    return ramp[:length]
-
-
-# what the compiled shuffle writes directly; other dtypes (bfloat16, float16) are gathered by their sources
-_NUMPY_DTYPES = (torch.float32, torch.float64, torch.uint8, torch.int16, torch.int32, torch.int64)
-
-
 def local_shuffle(
-    items: torch.Tensor, params: ShuffleParams, generator: torch.Generator | None = None, block_fraction: float = 0.1
+    items: torch.Tensor,
+    params: ShuffleParams,
+    generator: torch.Generator | None = None,
+    block_fraction: float = 0.1,
+    backend: TorchBackend | None = None,
 ) -> torch.Tensor:
     """Shuffle the blocks ``params`` inside each item of ``items`` (``(n, *spatial)``); returns a new tensor.
 
@@ -269,72 +199,14 @@ def local_shuffle(
         params: the blocks from :py:func:`draw_blocks`.
         generator: draws the permutations inside the blocks.
         block_fraction: the ``block_fraction`` the blocks were drawn with.
+        backend: how to compute; None for the backend of the items' device.
     """
-    n, spatial = items.shape[0], tuple(items.shape[1:])
-    nvox, device = math.prod(spatial), items.device
+    spatial, device = tuple(items.shape[1:]), items.device
     tables = _tables(spatial, max_block_size(spatial, block_fraction), device)
     m = params.sizes.shape[0]
     if m == 0:
         return items.clone()
-    # one random number per block picks its permutation: base permutation l rotated by k, j = l * count + k
-    draw = torch.randint(2**31 - 1, (m,), generator=generator, device=device)
-    if device.type == "cpu" and kernels.enabled():
-        # one compiled pass over the blocks
-        blocks = (params.sizes.numpy(), params.origins.numpy(), params.item.numpy(), draw.numpy(), tables, nvox)
-        if items.dtype in _NUMPY_DTYPES:
-            out = kernels.local_shuffle(items.detach().reshape(-1).contiguous().numpy(), *blocks)
-            return torch.from_numpy(out).reshape(items.shape)
-        source = kernels.local_shuffle(np.arange(n * nvox, dtype=np.int64), *blocks)
-        return items.reshape(-1).index_select(0, torch.from_numpy(source)).reshape(items.shape)
-    # per block: its shape, voxel count and flat origin (one axis at a time: reductions over a trailing axis of 2
-    # or 3 are slow)
-    sizes, origins = params.sizes.long(), params.origins.long()
-    shape_id, origin = sizes[:, -1] - 1, origins[:, -1].clone()
-    for a in range(sizes.shape[1] - 1):
-        shape_id += (sizes[:, a] - 1) * int(tables.shape_strides[a])
-        origin += origins[:, a] * int(tables.strides[a])
-    count = tables.count.index_select(0, shape_id)
-    if n > 1:
-        origin += params.item.long() * nvox
-    end = torch.cumsum(count, 0)
-    start = end - count
-    total = int(end[-1])
-    size = n * nvox
-    # a pair's key packs its block number (from 1) above its source voxel
-    vox_bits = max(1, (size - 1).bit_length())
-    # int32 wherever the values fit (int64 arithmetic is several times slower on the CPU)
-    idt = _int_dtype(max(size, total, int(tables.permuted.numel())))
-    kdt = torch.int64 if idt == torch.int64 else _int_dtype((m + 1) << vox_bits)
-    offsets, permuted = (t if t.dtype == idt else t.to(idt) for t in (tables.offsets, tables.permuted))
-
-    def buffer(slot, dtype=idt, numel=total):
-        return _buffer(slot, numel, dtype, device)
-
-    j = draw.remainder_(tables.choices.index_select(0, shape_id))
-    perm_base = tables.perm_start.index_select(0, shape_id).add_(j).add_(j.div(count, rounding_mode="floor") * count)
-    offset_base = tables.offset_start.index_select(0, shape_id)
-
-    # block number of every (block, voxel) pair: a cumulative sum of ones at the block starts
-    marker = torch.zeros(total, dtype=kdt, device=device, out=buffer("marker", kdt))
-    marker.index_fill_(0, start[1:], 1)
-    block = torch.cumsum(marker, 0, dtype=kdt, out=buffer("block", kdt))
-    pair_origin = torch.index_select(origin.to(idt), 0, block, out=buffer("origin"))
-    ramp = _ramp(max(size, total), idt, device)
-
-    # target voxel of every pair: its block's origin plus the offset of its place in the block
-    local = torch.index_select((offset_base - start).to(idt), 0, block, out=buffer("local")).add_(ramp[:total])
-    dst = torch.index_select(offsets, 0, local, out=buffer("dst")).add_(pair_origin)
-    scatter_index = buffer("index", torch.int64)
-    scatter_index = dst.to(torch.int64, copy=True) if scatter_index is None else scatter_index.copy_(dst)
-    # its source: the same place in the block's permutation
-    local = torch.index_select((perm_base - start).to(idt), 0, block, out=local).add_(ramp[:total])
-    src = torch.index_select(permuted, 0, local, out=dst).add_(pair_origin)
-    key = block.add_(1).bitwise_left_shift_(vox_bits).bitwise_or_(src)
-
-    # the last block covering a voxel wins: the largest key scattered onto it; a voxel no block covers keeps
-    # (0, itself)
-    winner = buffer("winner", kdt, size)
-    winner = ramp[:size].to(kdt, copy=True) if winner is None else winner.copy_(ramp[:size])
-    winner.scatter_reduce_(0, scatter_index, key, "amax")
-    source = winner.bitwise_and_((1 << vox_bits) - 1)
-    return items.reshape(-1).index_select(0, source).reshape(items.shape)
+    # one random number per block picks its permutation
+    keys = torch.randint(2**31 - 1, (m,), generator=generator, device=device)
+    backend = backend_for(device) if backend is None else backend
+    return backend.shuffle(items, params.sizes, params.origins, params.item, keys, tables)

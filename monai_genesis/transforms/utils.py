@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 import warnings
 from collections.abc import Sequence
 
@@ -12,7 +11,6 @@ import torch
 
 from monai.data import MetaTensor
 
-from . import kernels
 
 __all__ = [
     "check_channel_first",
@@ -21,7 +19,6 @@ __all__ = [
     "draw_seed",
     "seeded_generator",
     "torch_generator",
-    "workspace",
 ]
 
 # more channels than this in a 3-axis array without meta data look like a channel-less 3-D volume
@@ -118,43 +115,6 @@ def seeded_generator(seed: int, device: torch.device | str) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
-def uniform_noise(shape, generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
-    """Float32 noise uniform in ``[0, 1)`` of ``shape`` on ``device``, drawn from ``generator``'s seed.
-
-    On the CPU the numbers come from NumPy's PCG64 seeded with ``generator.initial_seed()`` (about 1.4× faster
-    than torch's CPU generator for a 64×64×32 cube; with the compiled kernels, the same numbers converted from its
-    raw output, about 2× faster again); elsewhere from ``generator`` itself. Either way the same seed gives the
-    same noise, and each call starts from the seed, so a generator serves one call.
-    """
-    device = torch.device(device)
-    if device.type == "cpu" and generator is not None:
-        if kernels.enabled():
-            return torch.from_numpy(kernels.uniform_float32(generator.initial_seed(), tuple(shape)))
-        rng = np.random.Generator(np.random.PCG64(generator.initial_seed()))
-        return torch.from_numpy(rng.random(tuple(shape), dtype=np.float32))
-    return torch.empty(tuple(shape), device=device).uniform_(generator=generator)
-
-
 def torch_generator(R: np.random.RandomState, device: torch.device | str) -> torch.Generator:
     """A torch generator on ``device`` seeded from ``R``, so that bulk noise drawn on the device follows ``R``."""
     return seeded_generator(draw_seed(R), device)
-
-
-
-_WORKSPACE = threading.local()
-
-
-def workspace(slot: str, numel: int, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor | None:
-    """A reusable CPU tensor of ``numel`` elements for temporaries, one per ``slot`` and thread; None on other
-    devices, whose caching allocators reuse memory anyway.
-
-    Allocating and freeing the megabytes of temporaries on every call makes the C allocator shrink and regrow the
-    heap, and the page faults cost as much as the work itself.
-    """
-    if torch.device(device).type != "cpu":
-        return None
-    buffers = _WORKSPACE.__dict__.setdefault("buffers", {})
-    buf = buffers.get((slot, dtype))
-    if buf is None or buf.numel() < numel:
-        buf = buffers[(slot, dtype)] = torch.empty(numel + numel // 4, dtype=dtype)
-    return buf[:numel]

@@ -101,18 +101,28 @@ def test_dictionary_versions_paint_every_key_alike():
 
 @pytest.mark.parametrize("items", [1, 3])
 def test_cpu_box_by_box_path_gives_the_masked_values(items):
-    """A few CPU items are masked and out-painted box by box; masks and painted values equal the batched path's."""
+    """A few CPU items are out-painted box by box; the mask and the painted values equal the batched path's."""
     from monai_genesis.transforms import painting
+    from monai_genesis.transforms.backend import CompiledCPUBackend, TorchBackend
 
+    pytest.importorskip("numba")
     rng = np.random.RandomState(0)
     x = torch.rand(items, 40, 36, 24)
     for draw, keep in ((painting.draw_inpaint_boxes, False), (painting.draw_outpaint_boxes, True)):
         boxes = draw(rng, items, (40, 36, 24))
+        by_box = torch.zeros(items, 40, 36, 24, dtype=torch.bool)
+        for i in range(items):
+            for start, stop in zip(boxes.starts[i][boxes.used[i]], boxes.stops[i][boxes.used[i]]):
+                by_box[i][tuple(slice(int(a), int(b)) for a, b in zip(start, stop))] = True
+        mask = painting.box_mask((40, 36, 24), boxes)
+        assert torch.equal(mask, by_box)
         for low, high in ((0.0, 1.0), (-1.0, 2.0)):
-            fast_mask = painting.box_mask((40, 36, 24), boxes)
-            fast = painting.paint(x, boxes, keep, low, high, torch.Generator().manual_seed(3))
+            args = (boxes.starts, boxes.stops, boxes.used, low, high, 3)
+            compiled, batched = CompiledCPUBackend(), TorchBackend("cpu")
+            fast = (compiled.outpaint if keep else compiled.inpaint)(x, *args)
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(painting, "_SLICE_MAX_ITEMS", 0)
-                assert torch.equal(fast_mask, painting.box_mask((40, 36, 24), boxes))
-                assert torch.equal(fast, painting.paint(x, boxes, keep, low, high, torch.Generator().manual_seed(3)))
-            assert 0 < int(fast_mask.sum()) < fast_mask.numel()
+                patch.setattr(CompiledCPUBackend, "few_items", 0)
+                assert torch.equal(fast, (compiled.outpaint if keep else compiled.inpaint)(x, *args))
+            assert torch.equal(fast, (batched.outpaint if keep else batched.inpaint)(x, *args))
+            assert torch.equal(fast, painting.paint(x, boxes, keep, low, high, torch.Generator().manual_seed(3)))
+            assert 0 < int(mask.sum()) < mask.numel()

@@ -154,28 +154,40 @@ def test_dictionary_twins_check_the_minimum_size():
 def test_cpu_fast_path_gives_the_values_of_the_step_by_step_path(value_range, channels):
     """On the CPU, out-painted channels are mapped over the bounding box of their kept boxes only; the result is the
     same, voxel for voxel, as mapping everything, in-painting and then out-painting."""
+    pytest.importorskip("numba")
+    from monai_genesis.transforms.backend import CompiledCPUBackend
+
     t = RandGenesisCorruption(value_range=value_range)
     t.set_random_state(3)
     rng = np.random.default_rng(0)
     outpainted = 0
-    for _ in range(30):
-        x = torch.from_numpy(rng.uniform(*value_range, (channels, 40, 40, 24)).astype(np.float32))
-        fast, _ = t(x)
-        assert t._fuse_outpainting(x.reshape(channels, 40, 40, 24), t.last_draw) == t.last_draw.outpaint.active
-        outpainted += int(t.last_draw.outpaint.active)
-        t._FUSE_MAX_ITEMS = -1  # the step-by-step path
-        slow, _ = t(x, randomize=False)
-        del t._FUSE_MAX_ITEMS
-        assert torch.equal(fast, slow)
-    assert outpainted >= 10
+    calls = []
+    map_regions = CompiledCPUBackend._map_regions
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CompiledCPUBackend, "_map_regions", lambda *args: calls.append(1) or map_regions(*args))
+        for _ in range(30):
+            x = torch.from_numpy(rng.uniform(*value_range, (channels, 40, 40, 24)).astype(np.float32))
+            before = len(calls)
+            fast, _ = t(x)
+            draw = t.last_draw
+            # mapped over the kept region exactly when an out-painted channel is also mapped
+            assert (len(calls) > before) == bool((draw.outpaint.selected & draw.nonlinear.selected).any())
+            outpainted += int(draw.outpaint.active)
+            with pytest.MonkeyPatch.context() as step_by_step:
+                step_by_step.setattr(CompiledCPUBackend, "few_items", -1)
+                slow, _ = t(x, randomize=False)
+            assert torch.equal(fast, slow)
+    assert outpainted >= 10 and len(calls) >= 8
 
 
-def test_bezier_tables_of_few_and_many_items_agree():
-    """The NumPy tables of a few CPU items and the torch tables of a batch are the same curve."""
+def test_bezier_tables_of_the_host_and_of_other_devices_agree():
+    """The NumPy tables of the CPU and the torch tables built for a batch on another device are the same curve."""
+    from monai_genesis.transforms.backend import _curve_tables_torch
     from monai_genesis.transforms.nonlinear import bezier_lut, draw_nonlinear
 
     params = draw_nonlinear(np.random.RandomState(0), 40)
-    many = bezier_lut(params)
+    many = _curve_tables_torch(params.control_points, params.increasing, 4096, 4097, torch.device("cpu"))
+    assert many.shape == (40, 4097)
     for i in (0, 7, 39):
         few = bezier_lut(type(params)(params.control_points[i : i + 1], params.increasing[i : i + 1]))
         assert few.dtype == torch.float32 and few.shape == (1, 4097)

@@ -87,14 +87,15 @@ def test_shuffle_keeps_values_and_changes_most_voxels():
 
 
 def test_same_result_without_the_cpu_workspace(monkeypatch):
-    # other devices get no workspace buffers: that path must give the same shuffle
-    from monai_genesis.transforms import shuffle
+    # other devices get no workspace buffers: that path of the torch backend must give the same shuffle
+    from monai_genesis.transforms.backend import TorchBackend
 
     image = torch.rand(2, 24, 20, 12)
     params = draw_blocks(torch.Generator().manual_seed(0), 2, (24, 20, 12), num_blocks=2000)
-    with_workspace = local_shuffle(image, params, torch.Generator().manual_seed(1))
-    monkeypatch.setattr(shuffle, "_buffer", lambda *args: None)
-    without = local_shuffle(image, params, torch.Generator().manual_seed(1))
+    backend = TorchBackend("cpu")
+    with_workspace = local_shuffle(image, params, torch.Generator().manual_seed(1), backend=backend)
+    monkeypatch.setattr(TorchBackend, "buffer", lambda *args: None)
+    without = local_shuffle(image, params, torch.Generator().manual_seed(1), backend=backend)
     assert torch.equal(with_workspace, without)
     single = local_shuffle(image[:1], params.select(params.item == 0))
     assert single.shape == (1, 24, 20, 12)
