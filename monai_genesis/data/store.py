@@ -80,6 +80,7 @@ import numpy as np
 import torch
 
 from monai_genesis.errors import GenesisInputError
+from monai_genesis.utils import file_digest
 
 __all__ = [
     "STORE_DTYPES",
@@ -113,7 +114,12 @@ _TMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")
 
 def _floats(values, name: str, count: int | None = None) -> tuple[float, ...]:
     try:
-        out = tuple(float(v) for v in (values if isinstance(values, (Sequence, np.ndarray)) and not isinstance(values, str) else [values]))
+        out = tuple(
+            float(v)
+            for v in (
+                values if isinstance(values, (Sequence, np.ndarray)) and not isinstance(values, str) else [values]
+            )
+        )
     except (TypeError, ValueError):
         raise GenesisInputError(f"store setting {name} must be numbers, got {values!r}.") from None
     if count is not None and len(out) != count:
@@ -154,10 +160,14 @@ class StoreSettings:
             pixdim = _floats(pixdim, "pixdim")
             pixdim = pixdim * 3 if len(pixdim) == 1 else pixdim
             if len(pixdim) != 3 or any(p <= 0 for p in pixdim):
-                raise GenesisInputError(f"store setting pixdim must be three positive spacings in mm, got {self.pixdim!r}.")
+                raise GenesisInputError(
+                    f"store setting pixdim must be three positive spacings in mm, got {self.pixdim!r}."
+                )
         window = _floats(self.ct_window, "ct_window", 2)
         if window[0] >= window[1]:
-            raise GenesisInputError(f"store setting ct_window must be (low, high) with low < high, got {self.ct_window!r}.")
+            raise GenesisInputError(
+                f"store setting ct_window must be (low, high) with low < high, got {self.ct_window!r}."
+            )
         percentiles = _floats(self.percentiles, "percentiles", 2)
         if not 0 <= percentiles[0] < percentiles[1] <= 100:
             raise GenesisInputError(
@@ -165,7 +175,9 @@ class StoreSettings:
             )
         orientation = str(self.orientation).upper()
         if not _valid_axcodes(orientation):
-            raise GenesisInputError(f"store setting orientation must be three axis codes such as 'RAS', got {self.orientation!r}.")
+            raise GenesisInputError(
+                f"store setting orientation must be three axis codes such as 'RAS', got {self.orientation!r}."
+            )
         object.__setattr__(self, "pixdim", pixdim)
         object.__setattr__(self, "ct_window", window)
         object.__setattr__(self, "percentiles", percentiles)
@@ -288,15 +300,12 @@ def _fingerprint(path: str) -> dict[str, int]:
 
 
 def _content_hash(path: str) -> str:
-    """SHA-256 of a source file (or of every file of a series folder, in name order)."""
+    """SHA-256 of a source file (of the SHA-256 of every file of a series folder, in name order)."""
     if path.startswith(_ARRAY_PREFIX):
-        return path[len(_ARRAY_PREFIX):]
-    digest = hashlib.sha256()
-    for name in _source_files(path):
-        with open(name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()
+        return path[len(_ARRAY_PREFIX) :]
+    if not os.path.isdir(path):
+        return file_digest(path)
+    return hashlib.sha256("".join(file_digest(name) for name in _source_files(path)).encode()).hexdigest()
 
 
 def _file_crc32(path: str) -> int:
@@ -320,7 +329,8 @@ def _file_name(key: str, content: str, settings: StoreSettings) -> str:
 
 
 def store_key(entry) -> str:
-    """The index key of a datalist entry (or path): its absolute path, plus its own intensity setting if it names one."""
+    """The index key of a datalist entry (or path): its absolute path, plus its own intensity setting if it names
+    one."""
     entry = dict(entry) if isinstance(entry, Mapping) else {"image": entry}
     if "_source" in entry:
         source = entry["_source"]
@@ -632,7 +642,8 @@ def _load_records(folder: str, strict: bool) -> dict[str, dict]:
 
 
 class VolumeStore(Sequence):
-    """The prepared volumes of a datalist under one :py:class:`StoreSettings`; ``store[i]`` is a :py:class:`StoredVolume`.
+    """The prepared volumes of a datalist under one :py:class:`StoreSettings`; ``store[i]`` is a
+    :py:class:`StoredVolume`.
 
     ``VolumeStore(store_dir, settings)`` opens what is there (reading only); :py:meth:`prepare` writes what is
     missing. Index ``i`` runs over the volumes in datalist order; a key (``store_key(entry)``, a source path) works too.
@@ -769,7 +780,9 @@ class VolumeStore(Sequence):
         settings = _as_settings(settings, {})
         entries = _entries(datalist)
         if not entries:
-            raise GenesisInputError("the datalist of the volume store is empty; give at least one {'image': path} entry.")
+            raise GenesisInputError(
+                "the datalist of the volume store is empty; give at least one {'image': path} entry."
+            )
         return _Preparation(_check_store_dir(store_dir), settings, on_error, verify).run(entries, progress)
 
 
@@ -779,7 +792,9 @@ def _entries(datalist) -> list[dict]:
     An entry listed twice is kept once, with a warning; an entry in two parts of a split is named in a warning too.
     """
     if isinstance(datalist, VolumeStore):
-        return [{"image": k.split("::")[0], **({"intensity": k.split("::")[1]} if "::" in k else {})} for k in datalist.keys]
+        return [
+            {"image": k.split("::")[0], **({"intensity": k.split("::")[1]} if "::" in k else {})} for k in datalist.keys
+        ]
     parts = {}
     if isinstance(datalist, Mapping) and "image" not in datalist:
         parts = {name: list(part) for name, part in datalist.items()}
@@ -806,8 +821,9 @@ def _entries(datalist) -> list[dict]:
     if same:
         logger.warning(f"the datalist lists {len(same)} volumes more than once (kept once): {[s for s, _ in same[:5]]}")
     if across:
+        pairs = {f"{a} and {b}" for _, a, b in across}
         logger.warning(
-            f"{len(across)} volumes are in two parts of the datalist ({', '.join(sorted({f'{a} and {b}' for _, a, b in across}))}), "
+            f"{len(across)} volumes are in two parts of the datalist ({', '.join(sorted(pairs))}), "
             f"so they are trained on and validated on: {[s for s, _, _ in across[:5]]}; fix the split."
         )
     return entries
@@ -896,7 +912,8 @@ class _Preparation:
             )
         if os.path.isfile(os.path.join(self.store_dir, "store.json")):
             logger.warning(
-                f"volume store {self.store_dir}: its store.json is of an earlier format, which is not read; the volumes "
+                f"volume store {self.store_dir}: its store.json is of an earlier format, which is not read; the "
+                "volumes "
                 "are prepared again beside it. Delete the earlier files (store.json and the .npy files next to it) to "
                 "free their space."
             )
@@ -935,7 +952,9 @@ class _Preparation:
         if problem is None and self.verify and record.get("crc32") is not None and _file_crc32(path) != record["crc32"]:
             problem = "its CRC-32 differs from its record (the values were changed on disk)"
         if problem is not None:
-            logger.warning(f"volume store: {path} (source {record.get('source')}) is damaged: {problem}; preparing it again.")
+            logger.warning(
+                f"volume store: {path} (source {record.get('source')}) is damaged: {problem}; preparing it again."
+            )
         return problem is None
 
     def _write(self, key: str, entry: Mapping, content: str) -> dict:
@@ -1023,11 +1042,14 @@ class _Preparation:
                 logger.info(f"volume store {self.store_dir} is read-only; its index keeps the earlier fingerprints.")
         if not done:
             raise GenesisInputError(
-                f"no volume of the datalist could be prepared into {self.store_dir} (all {len(skipped)} skipped, see the "
+                f"no volume of the datalist could be prepared into {self.store_dir} (all {len(skipped)} skipped, see "
+                "the "
                 "warnings above); check that the paths are readable NIfTI, NRRD, MHA files or DICOM series folders."
             )
         if skipped:
-            logger.warning(f"volume store {self.store_dir}: {len(skipped)} of {len(entries)} volumes skipped: {skipped[:5]}")
+            logger.warning(
+                f"volume store {self.store_dir}: {len(skipped)} of {len(entries)} volumes skipped: {skipped[:5]}"
+            )
         return VolumeStore._from_records(self.store_dir, self.settings, existing, done)
 
 
@@ -1076,7 +1098,9 @@ def ensure_store(
 
     def prepare_or_open() -> VolumeStore:
         if is_rank_zero():
-            return VolumeStore.prepare(datalist, store_dir, settings, on_error=on_error, verify=verify, progress=progress)
+            return VolumeStore.prepare(
+                datalist, store_dir, settings, on_error=on_error, verify=verify, progress=progress
+            )
         # rank 0 put every volume in place: the others only read
         return VolumeStore(store_dir, settings, data=datalist)
 
@@ -1126,7 +1150,9 @@ def prepare_command(
 
     given = {
         k: v
-        for k, v in dict(intensity=intensity, pixdim=pixdim, ct_window=ct_window, percentiles=percentiles, dtype=dtype).items()
+        for k, v in dict(
+            intensity=intensity, pixdim=pixdim, ct_window=ct_window, percentiles=percentiles, dtype=dtype
+        ).items()
         if v is not None
     }
     if config_file:

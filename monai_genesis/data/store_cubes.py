@@ -207,7 +207,9 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
             raise ValueError(f"max_open must be at least 1, got {max_open}.")
         store = VolumeStore(store) if isinstance(store, (str, os.PathLike)) else store
         if not isinstance(store, VolumeStore):
-            raise TypeError(f"store must be a VolumeStore (ensure_store gives one) or a store folder, got {type(store).__name__}.")
+            raise TypeError(
+                f"store must be a VolumeStore (ensure_store gives one) or a store folder, got {type(store).__name__}."
+            )
         self.store = store if data is None else store.subset(data)
         if not len(self.store):
             raise GenesisInputError(

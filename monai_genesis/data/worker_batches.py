@@ -135,8 +135,18 @@ class _Shipped:
 
     def __reduce__(self):
         b = self.batch
-        return _receive, (_Pool.token, os.getpid(), self.index, self.buffer, b.raw.dtype.str, b.raw.shape, b.scales,
-                          b.offsets, b.affines, b.sources)
+        return _receive, (
+            _Pool.token,
+            os.getpid(),
+            self.index,
+            self.buffer,
+            b.raw.dtype.str,
+            b.raw.shape,
+            b.scales,
+            b.offsets,
+            b.affines,
+            b.sources,
+        )
 
 
 def ship(batch) -> _Shipped:

@@ -147,7 +147,8 @@ class ResumeHandler:
     Each file is written to a temporary name and then renamed, and the two newest are kept (a resumed run counts
     the states it continues from), so a complete state exists even when the run is killed while writing: a run
     stopped at any point loses at most one epoch. A newest state that cannot be read (cut short by a full disk or a
-    copy) is passed over with a warning naming it, and the run resumes from the newest one that can. Put this handler first in the trainer's handlers, so the state is restored before the others start.
+    copy) is passed over with a warning naming it, and the run resumes from the newest one that can. Put this handler
+    first in the trainer's handlers, so the state is restored before the others start.
 
     Args:
         ckpt_dir: folder of the checkpoints.
@@ -215,7 +216,8 @@ class ResumeHandler:
         )
         if self.load_path is not None:
             # the states of the run this one continues count towards the two kept (their priority is their epoch)
-            earlier = [(epoch, os.path.basename(path)) for epoch, path in reversed(_checkpoints(self.ckpt_dir, self.prefix))]
+            found = reversed(_checkpoints(self.ckpt_dir, self.prefix))
+            earlier = [(epoch, os.path.basename(path)) for epoch, path in found]
             self._saver.load_state_dict({key: earlier for key in self._saver.state_dict()})
         # attached when training starts, so it saves after every other end-of-epoch handler (scheduler step, validation)
         engine.add_event_handler(Events.STARTED, self._attach_saver)
