@@ -101,3 +101,14 @@ def test_fetch_load_run_and_fine_tune(tmp_path, repo_root, serve_dir, hosted):
     report = load_pretrained(target, fetched)
     assert len(report.loaded) == 224 and all(k.startswith("encoder.") for k in report.loaded)
     assert report.pretraining.spacing == [1.0, 1.0, 1.0] and report.pretraining.zscore
+
+
+def test_metadata_passes_the_model_zoo_schema(repo_root, tmp_path):
+    import hashlib
+
+    from monai.bundle import verify_metadata
+
+    schema = tmp_path / "schema.json"
+    schema.write_bytes((repo_root / "tests" / "bundles" / "metadata_schema.json").read_bytes())
+    verify_metadata(meta_file=str(repo_root / "bundles" / NAME / "configs" / "metadata.json"), filepath=str(schema),
+                    hash_val=hashlib.md5(schema.read_bytes()).hexdigest())
