@@ -1,9 +1,13 @@
 """Every MONAI transform of the project, array and dictionary twins.
 
-- the Models Genesis corruptions: ``array``, ``dictionary`` (their kernels in ``flip``, ``shuffle``, ``nonlinear``,
-  ``painting``, shared with the batched path of ``monai_genesis.engines``; their compiled CPU loops in ``kernels``);
+- the Models Genesis corruptions: ``array``, ``dictionary``; each corruption's draw and apply in ``flip``,
+  ``shuffle``, ``nonlinear``, ``painting``, shared with the batched path of ``monai_genesis.engines``; the
+  computations behind them in ``backend`` (torch on any device, or the compiled CPU loops of ``kernels``);
+- block masking (``masking``), the variable dimension transform (``variable_dimension``), photos (``photo``);
 - cube sampling (``cubes``), intensity settings (``intensity``), loading and class targets (``loading``), the grid of
   encoder features (``geometry``).
+
+Every dictionary transform is exported under the three names ``NAMEd``, ``NAMED`` and ``NAMEDict``.
 """
 
 from .array import (
@@ -15,7 +19,15 @@ from .array import (
     RandOutpaint,
 )
 from .classification import class_postprocessing, class_probabilities
-from .cubes import FixedCubeSamplesd, RandCubeSamples, RandCubeSamplesd
+from .cubes import (
+    FixedCubeSamplesd,
+    FixedCubeSamplesD,
+    FixedCubeSamplesDict,
+    RandCubeSamples,
+    RandCubeSamplesd,
+    RandCubeSamplesD,
+    RandCubeSamplesDict,
+)
 from .dictionary import (
     RandGenesisCorruptiond,
     RandGenesisCorruptionD,
@@ -36,17 +48,34 @@ from .dictionary import (
     RandOutpaintD,
     RandOutpaintDict,
 )
-from .geometry import FeatureGridAffine, FeatureGridAffined
+from .geometry import FeatureGridAffine, FeatureGridAffined, FeatureGridAffineD, FeatureGridAffineDict
 from .intensity import (
     INTENSITY_KEY,
     INTENSITY_SETTINGS,
     ApplyIntensitySettingd,
+    ApplyIntensitySettingD,
+    ApplyIntensitySettingDict,
     ForegroundPercentileWindow,
     ForegroundPercentileWindowd,
+    ForegroundPercentileWindowD,
+    ForegroundPercentileWindowDict,
     check_intensity_setting,
     intensity_transform,
 )
-from .loading import CheckLabelValues, CheckLabelValuesd, ClassTarget, ClassTargetd, LoadVolume, LoadVolumed
+from .loading import (
+    CheckLabelValues,
+    CheckLabelValuesd,
+    CheckLabelValuesD,
+    CheckLabelValuesDict,
+    ClassTarget,
+    ClassTargetd,
+    ClassTargetD,
+    ClassTargetDict,
+    LoadVolume,
+    LoadVolumed,
+    LoadVolumeD,
+    LoadVolumeDict,
+)
 from .photo import LoadPhoto, LoadPhotod, LoadPhotoD, LoadPhotoDict
 from .masking import RandBlockMask, RandBlockMaskd, RandBlockMaskD, RandBlockMaskDict
 from .variable_dimension import (
@@ -78,19 +107,35 @@ __all__ = [
     "INTENSITY_KEY",
     "INTENSITY_SETTINGS",
     "ApplyIntensitySettingd",
+    "ApplyIntensitySettingD",
+    "ApplyIntensitySettingDict",
     "CheckLabelValues",
     "CheckLabelValuesd",
+    "CheckLabelValuesD",
+    "CheckLabelValuesDict",
     "ClassTarget",
     "ClassTargetd",
+    "ClassTargetD",
+    "ClassTargetDict",
     "FeatureGridAffine",
     "FeatureGridAffined",
+    "FeatureGridAffineD",
+    "FeatureGridAffineDict",
     "FixedCubeSamplesd",
+    "FixedCubeSamplesD",
+    "FixedCubeSamplesDict",
     "ForegroundPercentileWindow",
     "ForegroundPercentileWindowd",
+    "ForegroundPercentileWindowD",
+    "ForegroundPercentileWindowDict",
     "LoadVolume",
     "LoadVolumed",
+    "LoadVolumeD",
+    "LoadVolumeDict",
     "RandCubeSamples",
     "RandCubeSamplesd",
+    "RandCubeSamplesD",
+    "RandCubeSamplesDict",
     "check_intensity_setting",
     "intensity_transform",
     "RandGenesisCorruption",

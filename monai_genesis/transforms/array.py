@@ -520,30 +520,18 @@ class RandGenesisCorruption(RandomizableTransform):
         nonlinear = self.nonlinear.draw_items(R, items.shape, device)
         return GenesisDraw(flips, shuffle, nonlinear, inpaint, outpaint)
 
-    def draw_batch(self, shape: Sequence[int], device: torch.device | str = "cpu") -> GenesisDraw:
-        """Draw every parameter of the corruption of a batch of ``shape`` ``(B, C, *spatial)`` on ``device`` from
-        ``self.R``; returns and keeps the draw (``last_draw``)."""
-        self.last_draw = self.draw(self.R, shape, device)
-        return self.last_draw
-
     def randomize(self, data: NdarrayOrTensor) -> GenesisDraw:
         """Draw every parameter of the corruption of one channel-first image ``data``; returns and keeps it."""
         check_channel_first(data, self.spatial_dims, type(self).__name__)
         device = data.device if isinstance(data, torch.Tensor) else "cpu"
-        return self.draw_batch((1, *data.shape), device)
+        self.last_draw = self.draw(self.R, (1, *data.shape), device)
+        return self.last_draw
 
     def apply(self, x: torch.Tensor, draw: GenesisDraw) -> tuple[torch.Tensor, torch.Tensor]:
         """Corrupt a batch ``(B, C, *spatial)`` (a plain tensor, any device) with ``draw``; returns
         ``(corrupted, target)``, target being the flipped clean batch."""
         target = self.flip.apply(x, draw.flips)
         return self._corrupt_flipped(target, draw), target
-
-    def apply_batch(self, x: torch.Tensor, draw: GenesisDraw | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """:py:meth:`apply` with ``draw``, or with the last draw when None."""
-        draw = self.last_draw if draw is None else draw
-        if draw is None:
-            raise RuntimeError(f"{type(self).__name__}: call randomize() before applying with randomize=False.")
-        return self.apply(x, draw)
 
     def _corrupt_flipped(self, target: torch.Tensor, draw: GenesisDraw) -> torch.Tensor:
         """The corrupted batch of the flipped clean batch ``target``, the backend chosen once for all steps."""
@@ -577,13 +565,14 @@ class RandGenesisCorruption(RandomizableTransform):
         if not x.is_floating_point():
             raise ValueError(f"{name}: expected a floating-point batch, got dtype {x.dtype}; convert and scale it first.")
         check_intensity(x, self.value_range, name)
-        corrupted, target = self.apply_batch(x, draw)
+        corrupted, target = self.apply(x, draw)
         return corrupted, target, {}
 
     def corrupt_batch(
         self, x: torch.Tensor, check: bool = True, randomize: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Corrupt a batch ``(B, C, *spatial)`` (plain tensor, any device) in one vectorised pass.
+        """Corrupt a batch ``(B, C, *spatial)`` (plain tensor, any device) in one vectorised pass, drawing from
+        ``self.R`` (the draw is kept in ``last_draw``).
 
         Args:
             x: the clean batch, intensities in ``value_range``.
@@ -597,10 +586,12 @@ class RandGenesisCorruption(RandomizableTransform):
         if not x.is_floating_point():
             raise ValueError(f"{name}: expected a floating-point batch, got dtype {x.dtype}; convert and scale it first.")
         if randomize:
-            self.draw_batch(x.shape, x.device)
+            self.last_draw = self.draw(self.R, x.shape, x.device)
+        elif self.last_draw is None:
+            raise RuntimeError(f"{name}: call randomize() before applying with randomize=False.")
         if check:
             check_intensity(x, self.value_range, name)
-        return self.apply_batch(x)
+        return self.apply(x, self.last_draw)
 
     def _skip_erased_blocks(self, shuffle: ItemDraw, outpaint: ItemDraw) -> ItemDraw:
         """Keep only the shuffled blocks of out-painted items that overlap one of their kept boxes."""

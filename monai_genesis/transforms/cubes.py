@@ -24,7 +24,15 @@ from monai.transforms import MapTransform, Randomizable
 from monai.transforms.traits import MultiSampleTrait
 from monai.utils import TransformBackends
 
-__all__ = ["FixedCubeSamplesd", "RandCubeSamples", "RandCubeSamplesd"]
+__all__ = [
+    "FixedCubeSamplesd",
+    "FixedCubeSamplesD",
+    "FixedCubeSamplesDict",
+    "RandCubeSamples",
+    "RandCubeSamplesd",
+    "RandCubeSamplesD",
+    "RandCubeSamplesDict",
+]
 
 
 class RandCubeSamples(Randomizable, MultiSampleTrait):
@@ -242,3 +250,7 @@ class FixedCubeSamplesd(MapTransform, MultiSampleTrait):
             name = os.path.basename(str(data[keys[0]].meta.get("filename_or_obj", "")))
         self.sampler.set_random_state(seed=(self.seed + zlib.crc32(name.encode())) % (2**32))
         return self.sampler(data)
+
+
+RandCubeSamplesD = RandCubeSamplesDict = RandCubeSamplesd
+FixedCubeSamplesD = FixedCubeSamplesDict = FixedCubeSamplesd

@@ -9,7 +9,12 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-__all__ = ["FeatureGridAffine", "FeatureGridAffined"]
+__all__ = [
+    "FeatureGridAffine",
+    "FeatureGridAffined",
+    "FeatureGridAffineD",
+    "FeatureGridAffineDict",
+]
 
 
 class FeatureGridAffine(Transform):
@@ -57,3 +62,6 @@ class FeatureGridAffined(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.grid(d[key], name=repr(key))
         return d
+
+
+FeatureGridAffineD = FeatureGridAffineDict = FeatureGridAffined

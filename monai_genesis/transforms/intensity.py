@@ -22,7 +22,11 @@ __all__ = [
     "INTENSITY_SETTINGS",
     "ForegroundPercentileWindow",
     "ForegroundPercentileWindowd",
+    "ForegroundPercentileWindowD",
+    "ForegroundPercentileWindowDict",
     "ApplyIntensitySettingd",
+    "ApplyIntensitySettingD",
+    "ApplyIntensitySettingDict",
     "check_intensity_setting",
     "intensity_transform",
 ]
@@ -240,3 +244,7 @@ def intensity_transform(
     """The dictionary transform that maps ``keys`` to [0, 1]: :py:class:`ApplyIntensitySettingd` with ``setting``
     as the default of the entries that name no setting of their own."""
     return ApplyIntensitySettingd(setting, keys, ct_window=ct_window, percentiles=percentiles)
+
+
+ForegroundPercentileWindowD = ForegroundPercentileWindowDict = ForegroundPercentileWindowd
+ApplyIntensitySettingD = ApplyIntensitySettingDict = ApplyIntensitySettingd

@@ -12,7 +12,20 @@ from monai.transforms import LoadImage, MapTransform, Transform
 
 from monai_genesis.errors import GenesisInputError
 
-__all__ = ["CheckLabelValues", "CheckLabelValuesd", "ClassTarget", "ClassTargetd", "LoadVolume", "LoadVolumed"]
+__all__ = [
+    "CheckLabelValues",
+    "CheckLabelValuesd",
+    "CheckLabelValuesD",
+    "CheckLabelValuesDict",
+    "ClassTarget",
+    "ClassTargetd",
+    "ClassTargetD",
+    "ClassTargetDict",
+    "LoadVolume",
+    "LoadVolumed",
+    "LoadVolumeD",
+    "LoadVolumeDict",
+]
 
 
 class LoadVolume(Transform):
@@ -210,3 +223,8 @@ class ClassTargetd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.target(d[key])
         return d
+
+
+LoadVolumeD = LoadVolumeDict = LoadVolumed
+CheckLabelValuesD = CheckLabelValuesDict = CheckLabelValuesd
+ClassTargetD = ClassTargetDict = ClassTargetd

@@ -103,7 +103,7 @@ def test_dictionary_versions_paint_every_key_alike():
 def test_cpu_box_by_box_path_gives_the_masked_values(items):
     """A few CPU items are out-painted box by box; the mask and the painted values equal the batched path's."""
     from monai_genesis.transforms import painting
-    from monai_genesis.transforms.backend import CompiledCPUBackend, TorchBackend
+    from monai_genesis.transforms.backend import CompiledCPUBackend, TorchCPUBackend
 
     pytest.importorskip("numba")
     rng = np.random.RandomState(0)
@@ -118,7 +118,7 @@ def test_cpu_box_by_box_path_gives_the_masked_values(items):
         assert torch.equal(mask, by_box)
         for low, high in ((0.0, 1.0), (-1.0, 2.0)):
             args = (boxes.starts, boxes.stops, boxes.used, low, high, 3)
-            compiled, batched = CompiledCPUBackend(), TorchBackend("cpu")
+            compiled, batched = CompiledCPUBackend(), TorchCPUBackend()
             fast = (compiled.outpaint if keep else compiled.inpaint)(x, *args)
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(CompiledCPUBackend, "few_items", 0)
