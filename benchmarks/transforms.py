@@ -4,9 +4,10 @@
 
 On one CPU thread, 64×64×32 float32 cubes: the per-sample transforms of ``monai_genesis.transforms`` and the
 loop-per-block rendering of the same recipe in ``tests/oracle/loop_baseline.py``, measured in the same run. When a
-GPU is present, the batched path (``GenesisPrepareBatch``) on batches of 32 and 256 cubes too. Prints a Markdown
-table; ``--json`` also writes the figures. The CPU rows use the compiled kernels when Numba is installed;
-``MONAI_GENESIS_NUMBA=0`` measures the torch code alone.
+GPU is present, the batched path (``PretextPrepareBatch`` of ``RandGenesisCorruption``) on batches of 32 and 256
+cubes too. Prints a Markdown
+table; ``--json`` also writes the figures. The CPU rows use the backend ``backend_for("cpu")`` chooses: the compiled
+kernels when Numba is installed; ``MONAI_GENESIS_NUMBA=0`` measures the torch code alone.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.oracle import loop_baseline
-from monai_genesis.engines import GenesisPrepareBatch
+from monai_genesis.engines import PretextPrepareBatch
 from monai_genesis.transforms import (
     RandGenesisCorruption,
     RandInpaint,
@@ -36,6 +37,7 @@ from monai_genesis.transforms import (
     RandOutpaint,
     kernels,
 )
+from monai_genesis.transforms.backend import backend_for
 
 SHAPE = (1, 64, 64, 32)
 
@@ -123,6 +125,7 @@ def main(argv=None) -> dict:
     results = {"machine": cpu_model(), "threads": 1, "torch": torch.__version__, "cpu": {}}
     # the compiled CPU kernels (MONAI_GENESIS_NUMBA=0 measures the torch code alone)
     results["numba"] = importlib.metadata.version("numba") if kernels.enabled() else None
+    results["cpu_backend"] = type(backend_for("cpu")).__name__
     # other work on the machine slows both columns, memory-bound kernels more than the loop
     results["load_average_before"] = list(os.getloadavg())
     for name, baseline, ours in [] if args.skip_cpu else rows:
@@ -134,7 +137,7 @@ def main(argv=None) -> dict:
         device = torch.device("cuda")
         results["gpu"] = {"device": torch.cuda.get_device_name(device)}
         for batch in args.gpu_batches:
-            prepare = GenesisPrepareBatch(seed=0)
+            prepare = PretextPrepareBatch(RandGenesisCorruption(), seed=0)
             data = torch.from_numpy(np.stack([cubes[i % len(cubes)] for i in range(batch)])).to(device)
             per_batch = rate(
                 lambda b, prepare=prepare: prepare({"image": b}, device),
@@ -164,7 +167,7 @@ def to_markdown(results: dict) -> str:
             lines.append(f"| {name} | {r['loop']:,.0f} | {r['monai_genesis']:,.0f} | {r['speedup']:.1f}× |")
         lines.append("")
     if "gpu" in results:
-        lines += [f"| batched `GenesisPrepareBatch` on {results['gpu']['device']} | cubes/s |", "|---|---:|"]
+        lines += [f"| batched `PretextPrepareBatch` on {results['gpu']['device']} | cubes/s |", "|---|---:|"]
         for key, value in results["gpu"].items():
             if key != "device":
                 lines.append(f"| full pipeline, {key} | {value:,.0f} |")
