@@ -105,8 +105,8 @@ class PretextPrepareBatch(PrepareBatch, Randomizable):
         missing = [m for m in ("draw", "training_pair") if not callable(getattr(pretext, m, None))]
         if missing:
             raise TypeError(
-                f"{type(self).__name__}: the pretext {type(pretext).__name__} has no {' and no '.join(missing)} method; "
-                "give a RandGenesisCorruption, a RandBlockMask or an object with draw(R, shape, device) and "
+                f"{type(self).__name__}: the pretext {type(pretext).__name__} has no {' and no '.join(missing)} "
+                "method; give a RandGenesisCorruption, a RandBlockMask or an object with draw(R, shape, device) and "
                 "training_pair(x, params)."
             )
         self.pretext = pretext

@@ -449,6 +449,11 @@ class RandGenesisCorruption(RandomizableTransform):
     sample. Overall rates: in-painting ``paint_rate * inpaint_rate`` (0.18), out-painting
     ``paint_rate * (1 - inpaint_rate)`` (0.72).
 
+    As a pretext of :py:class:`monai_genesis.engines.PretextPrepareBatch`: ``draw(R, shape, device)`` draws a batch
+    from ``R`` and ``training_pair(x, draw)`` gives ``(corrupted, target, {})``; the object itself does not change,
+    so one corruption built by a config serves the per-sample transform (``RandGenesisCorruptiond(corruption=)``)
+    and every prepare-batch.
+
     Args:
         flip_rate: probability of each further flip (up to 3). Defaults to 0.4.
         local_rate: probability of local pixel shuffling. Defaults to 0.5.

@@ -160,7 +160,8 @@ class TorchBackend:
 
         # one random number per block picks its permutation: base permutation l rotated by k, j = l * count + k
         j = keys.remainder_(tables.choices.index_select(0, shape_id))
-        perm_base = tables.perm_start.index_select(0, shape_id).add_(j).add_(j.div(count, rounding_mode="floor") * count)
+        perm_base = tables.perm_start.index_select(0, shape_id).add_(j)
+        perm_base.add_(j.div(count, rounding_mode="floor") * count)
         offset_base = tables.offset_start.index_select(0, shape_id)
 
         # block number of every (block, voxel) pair: a cumulative sum of ones at the block starts
@@ -280,7 +281,8 @@ class TorchBackend:
         if _unit(low, high):
             return noise
         if isinstance(low, torch.Tensor):
-            low, high = (t.reshape(-1).to(noise.device).repeat_interleave(per_item.to(noise.device)) for t in (low, high))
+            per_item = per_item.to(noise.device)
+            low, high = (t.reshape(-1).to(noise.device).repeat_interleave(per_item) for t in (low, high))
         return noise.mul_(high - low).add_(low)
 
 

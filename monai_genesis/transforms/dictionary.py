@@ -241,7 +241,8 @@ class RandGenesisCorruptiond(RandomizableTransform, MapTransform):
         RandomizableTransform.__init__(self, 1.0)
         if corruption is not None and kwargs:
             raise ValueError(
-                f"RandGenesisCorruptiond: give either corruption= or its arguments, got both (arguments {sorted(kwargs)})."
+                "RandGenesisCorruptiond: give either corruption= or its arguments, got both "
+                f"(arguments {sorted(kwargs)})."
             )
         self.target_keys = ensure_tuple(target_keys)
         if len(self.target_keys) != len(self.keys):

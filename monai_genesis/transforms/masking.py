@@ -5,7 +5,7 @@ The spatial input is cut into a regular grid of cubic blocks of ``block_size`` v
 without replacement, are masked, and the block mask is repeated up to voxel size. Masked voxels are set to ``fill``
 (0, the mean of z-scored input), ``masked = where(mask, fill, image)``; the network then learns to restore them.
 
-One kernel serves the per-sample transforms and the batch path of :py:class:`monai_genesis.engines.MaskedPrepareBatch`:
+One kernel serves the per-sample transforms and the batch path of :py:class:`monai_genesis.engines.PretextPrepareBatch`:
 :py:func:`draw_block_masks` draws the block masks of ``n`` items in one vectorised pass on the generator's device,
 :py:func:`render_block_masks` repeats them up to voxel size, :py:func:`apply_block_masks` fills the masked voxels.
 The voxel mask uses 1 for masked, 0 for visible voxels.
@@ -13,7 +13,7 @@ The voxel mask uses 1 for masked, 0 for visible voxels.
 The loss :py:class:`monai_genesis.losses.MaskedMSELoss` needs the mask: it reads it from the last channel of the
 target, ``cat([clean, mask])``. :py:class:`RandBlockMaskd` writes that target with ``mask_in_target=True`` (or
 concatenate ``target_keys`` and ``mask_key`` with ``ConcatItemsd``);
-:py:class:`~monai_genesis.engines.MaskedPrepareBatch` always does.
+:py:meth:`RandBlockMask.training_pair` (the batch path) always does.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ CPU, a scatter of all (block, voxel) pairs at once with torch elsewhere (about 2
 Why not ``monai.transforms.RandCoarseShuffle``: it shuffles a handful of holes in place, at the same places in every
 channel, and a later hole reads what an earlier one already shuffled. Genesis shuffles 10 000 small blocks per
 channel, each read from the unmodified input, with the side bounded by a tenth of the image; and the same kernel
-must shuffle a whole batch on the training device (``GenesisPrepareBatch``), which MONAI's per-image NumPy path
+must shuffle a whole batch on the training device (``PretextPrepareBatch``), which MONAI's per-image NumPy path
 does not do.
 """
 

@@ -66,7 +66,8 @@ def test_bad_pretext_and_unknown_extra_are_refused():
 
 def test_block_size_that_does_not_divide_the_patch_is_refused_when_built():
     """#21: the bundle's flags, not an API fix, and before the first iteration when the patch size is given."""
-    with pytest.raises(ValueError, match=r"\(100, 96, 96\) is not a multiple of block_size \(16, 16, 16\).*--patch_size"):
+    match = r"\(100, 96, 96\) is not a multiple of block_size \(16, 16, 16\).*--patch_size"
+    with pytest.raises(ValueError, match=match):
         RandBlockMask(16, spatial_size=(100, 96, 96))
     with pytest.raises(ValueError, match=r"--mask_block_size \"\[4, 16, 16\]\""):
         MaskedPrepareBatch(RandBlockMask(16), seed=0)(torch.rand(1, 1, 100, 96, 96))

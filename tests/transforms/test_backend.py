@@ -48,8 +48,9 @@ def test_the_device_torch_code_gives_the_values_of_the_cpu_backends():
             assert torch.equal(a, b)
         # the noise differs (a generator of the device), what is kept does not
         kept = device_code.box_mask(shape, boxes.starts, boxes.stops, boxes.used)
-        painted = device_code.outpaint(image, boxes.starts, boxes.stops, boxes.used, 0.0, 1.0, 3)
-        assert torch.equal(painted[kept], backend.outpaint(image, boxes.starts, boxes.stops, boxes.used, 0.0, 1.0, 3)[kept])
+        paint_args = (image, boxes.starts, boxes.stops, boxes.used, 0.0, 1.0, 3)
+        painted = device_code.outpaint(*paint_args)
+        assert torch.equal(painted[kept], backend.outpaint(*paint_args)[kept])
         assert torch.equal(painted[kept], image[kept]) and 0.0 <= painted.min() and painted.max() < 1.0
 
 
