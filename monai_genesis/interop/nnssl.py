@@ -244,9 +244,10 @@ class PretrainingSetting:
         return out
 
     def __str__(self) -> str:
+        spacing = "no resampling" if self.spacing is None else f"spacing {self.spacing} mm"
         return (
-            f"pretrained as {self.architecture} ({self.configuration}): spacing {self.spacing} mm, patch "
-            f"{self.patch_size}, normalisation {self.normalization}, {self.in_channels} input channel(s)"
+            f"pretrained as {self.architecture} ({self.configuration}): {spacing}, patch {self.patch_size}, "
+            f"normalisation {self.normalization}, {self.in_channels} input channel(s)"
         )
 
 
@@ -545,7 +546,7 @@ def _arch_kwargs(arch: Mapping[str, Any]) -> dict[str, Any]:
 def export_nnssl(
     checkpoint: PathLike | Mapping[str, torch.Tensor],
     out_dir: PathLike,
-    spacing: Sequence[float] | None = (1.0, 1.0, 1.0),
+    spacing: Sequence[float] | None = None,
     patch_size: Sequence[int] = (160, 160, 160),
     normalization: str = "ZScoreNormalization",
     trainer_name: str = "monai_genesis",
@@ -563,7 +564,8 @@ def export_nnssl(
     Args:
         checkpoint: a ``models/model.pt`` of a ResEnc bundle run, or a ``ResEncUNet`` state dict.
         out_dir: the folder to write.
-        spacing: the pretraining voxel spacing in mm, in MONAI's (x, y, z) order; None when not resampled.
+        spacing: the pretraining voxel spacing in mm, in MONAI's (x, y, z) order (the bundle's ``pixdim``); None when
+            the images were not resampled (``mae_pretrain``'s default), written as nnssl's ``noresample``.
         patch_size: the pretraining patch size, (x, y, z).
         normalization: nnssl's name of the intensity normalisation (``"ZScoreNormalization"`` for mae_pretrain).
         trainer_name: recorded as ``trainer_name``.
@@ -591,7 +593,11 @@ def export_nnssl(
     def axes(v):
         return None if v is None else [float(x) if isinstance(x, float) else int(x) for x in (list(v)[::-1] if reverse_axes else list(v))]
 
-    configuration = "onemmiso" if spacing is not None and all(float(s) == 1.0 for s in spacing) else "noresample" if spacing is None else "median"
+    # nnssl's spacing styles: 1 mm isotropic, no resampling, or one spacing for all (its data set's median)
+    if spacing is None:
+        configuration = "noresample"
+    else:
+        configuration = "onemmiso" if all(float(v) == 1.0 for v in spacing) else "median"
     plan = {
         "architecture_plans": {
             "arch_class_name": "ResidualEncoderUNet",
@@ -647,7 +653,7 @@ def export_command(
     checkpoint: str,
     out: str,
     format: str = "nnssl",
-    spacing: Sequence[float] | None = (1.0, 1.0, 1.0),
+    spacing: Sequence[float] | None = None,
     patch_size: Sequence[int] = (160, 160, 160),
     normalization: str = "ZScoreNormalization",
     trainer_name: str = "monai_genesis",
@@ -659,7 +665,8 @@ def export_command(
         checkpoint: ``models/model.pt`` of ``mae_pretrain`` (or of a bundle run with the ResEnc preset).
         out: folder that receives ``checkpoint_final.pth`` and ``adaptation_plan.json``.
         format: ``"nnssl"`` (the only one).
-        spacing: pretraining voxel spacing in mm (x, y, z); ``None`` when the images were not resampled.
+        spacing: pretraining voxel spacing in mm (x, y, z), the bundle's ``pixdim``; ``None`` (the default, as
+            ``mae_pretrain``'s ``pixdim``) when the images were not resampled.
         patch_size: pretraining patch size (x, y, z).
         normalization: nnssl's name of the normalisation (``ZScoreNormalization`` for ``intensity=zscore``).
         trainer_name: recorded as ``trainer_name``.

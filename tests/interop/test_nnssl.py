@@ -205,7 +205,7 @@ def test_export_loads_strictly_into_the_reference_with_equal_outputs(tmp_path):
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    path = export_nnssl(tmp_path / "model.pt", tmp_path / "out", patch_size=(64, 64, 32))
+    path = export_nnssl(tmp_path / "model.pt", tmp_path / "out", spacing=(1.0, 1.0, 1.0), patch_size=(64, 64, 32))
     ckpt = torch.load(path, weights_only=True)
     assert sorted(ckpt) == ["init_args", "network_weights", "nnssl_adaptation_plan", "trainer_name"]
     plan = ckpt["nnssl_adaptation_plan"]
@@ -232,6 +232,10 @@ def test_export_loads_strictly_into_the_reference_with_equal_outputs(tmp_path):
         assert (ref(x.float()) - dense(x.float())).abs().max().item() <= 1e-6
     with pytest.raises(FileExistsError, match="--overwrite True"):
         export_nnssl(tmp_path / "model.pt", tmp_path / "out")
+    # without a spacing (mae_pretrain's default pixdim: no resampling), nnssl's "noresample" style
+    again = torch.load(export_nnssl(tmp_path / "model.pt", tmp_path / "out", overwrite=True), weights_only=True)
+    (name, config), = again["nnssl_adaptation_plan"]["pretrain_plan"]["configurations"].items()
+    assert name == "noresample" and config["spacing"] is None and config["patch_size"] == [160, 160, 160]
 
 
 def test_export_refuses_a_model_that_is_not_resenc(tmp_path):
