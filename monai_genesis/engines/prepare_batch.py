@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
 from monai.engines.utils import PrepareBatch, default_prepare_batch
@@ -118,10 +117,6 @@ class PretextPrepareBatch(PrepareBatch, Randomizable):
 
     def randomize(self, data: Any = None) -> None:
         """Parameters are drawn per batch in ``__call__``."""
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        super().set_random_state(seed, state)
-        return self
 
     def __call__(
         self,
