@@ -1,4 +1,4 @@
-"""How the Genesis corruptions compute: one small interface, two backends, chosen once per draw or apply.
+"""How the Genesis corruptions compute: one small interface, a backend per device, chosen once per draw or apply.
 
 Each corruption is a batch-first functional core, a draw of its parameters and an apply of them to items
 ``(n, *spatial)`` (every channel of every sample is an item). The computations behind them are the methods of a
@@ -15,14 +15,15 @@ backend:
 ``outpaint``        noise outside the boxes
 ==================  ==============================================================================
 
-- :py:class:`TorchBackend`: torch code, on any device (a GPU).
+- :py:class:`TorchBackend`: torch code, on any device (a GPU): whole batches at once, vectorised masks.
 - :py:class:`TorchCPUBackend`: the same torch code on the CPU, where the noise comes from NumPy's PCG64 and the
-  tables from ``np.interp`` (faster there than torch's), and the temporaries of the shuffle and the map are reused
+  tables from ``np.interp`` (faster there than torch's), the temporaries of the shuffle and the map are reused
   between calls (allocating and freeing megabytes on every call makes the C allocator shrink and regrow the heap,
-  and the page faults cost as much as the work).
-- :py:class:`CompiledCPUBackend`: the Numba loops of :py:mod:`monai_genesis.transforms.kernels`, each
-  computation in one pass over the data; for a few items it out-paints box by box and maps the curve only over
-  the region out-painting keeps. Those size thresholds live here and nowhere else.
+  and the page faults cost as much as the work), and a few items take shorter paths with the same values: boxes
+  written one by one, and the curve mapped only over the region out-painting keeps. Those size thresholds live
+  here and nowhere else.
+- :py:class:`CompiledCPUBackend`: the CPU backend with the Numba loops of
+  :py:mod:`monai_genesis.transforms.kernels`, each computation in one pass over the data.
 
 :py:func:`backend_for` is the one choice: the compiled backend on the CPU when Numba can be imported and
 ``MONAI_GENESIS_NUMBA`` is not ``0``, else the torch code on the CPU, and the torch code on any other device. The
@@ -363,6 +364,9 @@ class TorchCPUBackend(TorchBackend):
     """The torch code on the CPU, with NumPy's noise and tables and reused temporaries (see the module)."""
 
     name = "torch-cpu"
+    # up to this many items, boxes are written one by one (masks, out-painting) and the curve is mapped over the
+    # region out-painting keeps, item by item: a Python loop over a few items beats a pass over every voxel
+    few_items = 16
 
     def __init__(self) -> None:
         super().__init__("cpu")
@@ -395,6 +399,79 @@ class TorchCPUBackend(TorchBackend):
         """``np.interp`` per curve, in float64 (about 1.5× faster than the torch code on the CPU, any batch)."""
         return _curve_tables_numpy(control_points, increasing, num_points, lut_size)
 
+    def blocks_touching(self, origins, sizes, item, starts, stops, used):
+        """By tables: per axis, item, origin and size, a bit per box that the block's interval overlaps there; a
+        block touches a box where the bits of all axes share one (up to 63 boxes)."""
+        if starts.shape[1] > 63 or origins.shape[0] == 0:
+            return super().blocks_touching(origins, sizes, item, starts, stops, used)
+        origins, sizes = origins.numpy(), sizes.numpy()
+        starts, stops = starts.cpu().numpy().astype(np.int64), stops.cpu().numpy().astype(np.int64)
+        used = used.cpu().numpy().astype(bool)
+        rows = starts.shape[0]
+        item = item.numpy().astype(np.int64) if rows > 1 else np.zeros(origins.shape[0], dtype=np.int64)
+        bits = np.left_shift(np.uint64(1), np.arange(starts.shape[1], dtype=np.uint64))
+        code = None
+        for a in range(origins.shape[1]):
+            o_max, s_max = int(origins[:, a].max()) + 1, int(sizes[:, a].max())
+            lo = np.arange(o_max)[None, :, None, None]
+            hi = lo + np.arange(1, s_max + 1)[None, None, :, None]
+            overlap = (lo < stops[:, None, None, :, a]) & (hi > starts[:, None, None, :, a]) & used[:, None, None, :]
+            table = np.bitwise_or.reduce(np.where(overlap, bits, np.uint64(0)), axis=-1).reshape(-1)
+            axis_code = table[(item * o_max + origins[:, a]) * s_max + sizes[:, a] - 1]
+            code = axis_code if code is None else code & axis_code
+        return torch.from_numpy(code != 0)
+
+    def map_lut(self, items, lut, low=None, high=None, regions=None):
+        cropped = [] if regions is None else [i for i, r in enumerate(regions) if r is not None]
+        if cropped and len(cropped) <= self.few_items:
+            return self._map_regions(items, lut, low, high, regions, cropped)
+        return self._map(items, lut, low, high)
+
+    def _map(self, items, lut, low, high):
+        return TorchBackend.map_lut(self, items, lut, low, high)
+
+    def _map_regions(self, items, lut, low, high, regions, cropped):
+        """The items mapped where needed: whole items at once, then each bounded item over its region only (the
+        same per-voxel map, so the same values there)."""
+        out = items.clone()
+        whole = [i for i, r in enumerate(regions) if r is None]
+
+        def bounds(rows):
+            return (None, None) if low is None else (low[rows], high[rows])
+
+        if whole:
+            rows = torch.as_tensor(whole)
+            out[rows] = self._map(items.index_select(0, rows), lut.index_select(0, rows), *bounds(rows))
+        for i in cropped:
+            start, stop = regions[i]
+            box = (i, *(slice(int(a), int(b)) for a, b in zip(start, stop)))
+            rows = torch.as_tensor([i])
+            out[box] = self._map(items[box][None], lut[i : i + 1], *bounds(rows))[0]
+        return out
+
+    def box_mask(self, spatial_shape, starts, stops, used):
+        if len(used) > self.few_items:
+            return super().box_mask(spatial_shape, starts, stops, used)
+        mask = torch.zeros((len(used), *spatial_shape), dtype=torch.bool)
+        for i, box in _boxes(starts, stops, used):
+            mask[i][box] = True
+        return mask
+
+    def outpaint(self, items, starts, stops, used, low, high, seed):
+        if items.shape[0] > self.few_items:
+            return super().outpaint(items, starts, stops, used, low, high, seed)
+        noise = self._outpaint_noise(items, low, high, seed)
+        for i, box in _boxes(starts, stops, used):
+            noise[i][box] = items[i][box]
+        return noise
+
+
+def _boxes(starts, stops, used):
+    """``(item, slices)`` of every used box."""
+    for i in range(len(used)):
+        for start, stop in zip(starts[i][used[i]], stops[i][used[i]]):
+            yield i, tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+
 
 # what the compiled shuffle writes directly; other dtypes (bfloat16, float16) are gathered by their sources
 _NUMPY_DTYPES = (torch.float32, torch.float64, torch.uint8, torch.int16, torch.int32, torch.int64)
@@ -405,9 +482,6 @@ class CompiledCPUBackend(TorchCPUBackend):
     applies (a dtype NumPy does not know)."""
 
     name = "numba"
-    # up to this many items, out-painting is written box by box and the curve is mapped over the region
-    # out-painting keeps, item by item: a Python loop over a few items beats a pass over every voxel
-    few_items = 16
 
     def noise(self, shape, seed):
         if seed is None:
@@ -432,12 +506,6 @@ class CompiledCPUBackend(TorchCPUBackend):
         source = kernels.local_shuffle(np.arange(n * nvox, dtype=np.int64), *blocks)
         return items.reshape(-1).index_select(0, torch.from_numpy(source)).reshape(items.shape)
 
-    def map_lut(self, items, lut, low=None, high=None, regions=None):
-        cropped = [] if regions is None else [i for i, r in enumerate(regions) if r is not None]
-        if cropped and len(cropped) <= self.few_items:
-            return self._map_regions(items, lut, low, high, regions, cropped)
-        return self._map(items, lut, low, high)
-
     def _map(self, items, lut, low, high):
         flat = items.reshape(lut.shape[0], -1).float()
         scaled = low is not None
@@ -451,25 +519,6 @@ class CompiledCPUBackend(TorchCPUBackend):
         )
         return torch.from_numpy(out).reshape(items.shape).to(items.dtype)
 
-    def _map_regions(self, items, lut, low, high, regions, cropped):
-        """The items mapped where needed: whole items at once, then each bounded item over its region only (the
-        same per-voxel map, so the same values there)."""
-        out = items.clone()
-        whole = [i for i, r in enumerate(regions) if r is None]
-
-        def bounds(rows):
-            return (None, None) if low is None else (low[rows], high[rows])
-
-        if whole:
-            rows = torch.as_tensor(whole)
-            out[rows] = self._map(items.index_select(0, rows), lut.index_select(0, rows), *bounds(rows))
-        for i in cropped:
-            start, stop = regions[i]
-            box = (i, *(slice(int(a), int(b)) for a, b in zip(start, stop)))
-            rows = torch.as_tensor([i])
-            out[box] = self._map(items[box][None], lut[i : i + 1], *bounds(rows))[0]
-        return out
-
     def inpaint(self, items, starts, stops, used, low, high, seed):
         if items.dtype not in (torch.float32, torch.float64):
             return super().inpaint(items, starts, stops, used, low, high, seed)
@@ -478,13 +527,3 @@ class CompiledCPUBackend(TorchCPUBackend):
         noise = self._scaled_noise((int(per_item.sum()),), seed, low, high, per_item).to(items.dtype)
         flat = items.detach().contiguous().numpy()
         return torch.from_numpy(kernels.inpaint(flat, noise.numpy(), starts, stops, used))
-
-    def outpaint(self, items, starts, stops, used, low, high, seed):
-        if items.shape[0] > self.few_items:
-            return super().outpaint(items, starts, stops, used, low, high, seed)
-        noise = self._outpaint_noise(items, low, high, seed)
-        for i in range(items.shape[0]):
-            for start, stop in zip(starts[i][used[i]], stops[i][used[i]]):
-                box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
-                noise[i][box] = items[i][box]
-        return noise

@@ -101,9 +101,9 @@ def test_dictionary_versions_paint_every_key_alike():
 
 @pytest.mark.parametrize("items", [1, 3])
 def test_cpu_box_by_box_path_gives_the_masked_values(items):
-    """A few CPU items are out-painted box by box; the mask and the painted values equal the batched path's."""
+    """A few CPU items are masked and out-painted box by box; masks and painted values equal the batched path's."""
     from monai_genesis.transforms import painting
-    from monai_genesis.transforms.backend import CompiledCPUBackend, TorchCPUBackend
+    from monai_genesis.transforms.backend import CompiledCPUBackend, TorchBackend, TorchCPUBackend
 
     pytest.importorskip("numba")
     rng = np.random.RandomState(0)
@@ -116,6 +116,7 @@ def test_cpu_box_by_box_path_gives_the_masked_values(items):
                 by_box[i][tuple(slice(int(a), int(b)) for a, b in zip(start, stop))] = True
         mask = painting.box_mask((40, 36, 24), boxes)
         assert torch.equal(mask, by_box)
+        assert torch.equal(TorchBackend("cpu").box_mask((40, 36, 24), boxes.starts, boxes.stops, boxes.used), by_box)
         for low, high in ((0.0, 1.0), (-1.0, 2.0)):
             args = (boxes.starts, boxes.stops, boxes.used, low, high, 3)
             compiled, batched = CompiledCPUBackend(), TorchCPUBackend()
