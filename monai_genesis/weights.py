@@ -434,8 +434,10 @@ _ARCHITECTURES = (
     (
         "encoder.stem.conv.conv.weight",
         "a ResEncUNet (mae_pretrain, an nnssl / nnU-Net release, or a bundle run with the ResEnc preset)",
-        "configs/networks/resenc_l.json and configs/finetune_mae.json (genesis_classification: "
-        "configs/networks/resenc_classifier.json and configs/finetune_mae.json)",
+        (
+            "configs/networks/resenc_l.json and configs/finetune_mae.json (genesis_classification: "
+            "configs/networks/resenc_classifier.json and configs/finetune_mae.json)"
+        ),
     ),
     (
         "encoder.layer1.0.conv1.weight",

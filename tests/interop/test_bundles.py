@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from tests.bundles.workflows import QUICK, REPO, TINY, run_workflow
-from tests.interop.reference import FEATURES, reference_unet, release_checkpoint, s3d_weights
+from tests.interop.reference import (
+    FEATURES,
+    reference_unet,
+    release_checkpoint,
+    s3d_weights,
+)
 from tests.packaging.helpers import run_cli
 
 pytestmark = pytest.mark.slow

@@ -247,8 +247,34 @@ def test_export_refuses_a_model_that_is_not_resenc(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_nnunet_loads_the_export_with_its_pretrained_weights_function(tmp_path, capsys):
+    """nnU-Net 2.8.1's ``load_pretrained_weights`` (``nnUNetv2_train -pretrained_weights``): it requires every key of
+    the network but the output heads, with its shape, and copies them; the output heads keep their own values."""
+    nnunet = pytest.importorskip("nnunetv2.run.load_pretrained_weights")
+    pytest.importorskip("dynamic_network_architectures.architectures.unet")
+    torch.manual_seed(4)
+    net = ours()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    path = export_nnssl(tmp_path / "model.pt", tmp_path / "out")
+    kwargs = torch.load(path, weights_only=True)["nnssl_adaptation_plan"]["architecture_plans"]["arch_kwargs"]
+    target = reference_unet(strides=kwargs["strides"], kernels=kwargs["kernel_sizes"], num_classes=3, seed=9)
+    heads = {k: v.clone() for k, v in target.state_dict().items() if ".seg_layers." in k}
+    nnunet.load_pretrained_weights(target, str(path))
+    written = torch.load(path, weights_only=True)["network_weights"]
+    got = target.state_dict()
+    copied = [k for k in got if ".seg_layers." not in k]
+    assert len(copied) == 956 - 10 and all(torch.equal(got[k], written[k]) for k in copied)
+    assert all(torch.equal(got[k], v) for k, v in heads.items())
+    assert sum(k.startswith(("encoder.stem.", "encoder.stages.")) for k in copied) == 2 * 224
+    assert "Loading pretrained weights from file" in capsys.readouterr().out
+
+
 def test_nnunet_loads_the_export_with_its_own_pretrained_weights_loader(tmp_path):
-    """nnU-Net 2.8's loader (what ``nnUNetv2_train_pretrained`` calls): every stem and encoder tensor arrives."""
+    """nnU-Net's loader of nnssl checkpoints (what ``nnUNetv2_train_pretrained`` calls; in nnU-Net's repository,
+    not in the 2.8.1 release on PyPI): every stem and encoder tensor arrives."""
     trainer = pytest.importorskip("nnunetv2.training.nnUNetTrainer.pretraining.pretrainedTrainer")
     net = ours()
     torch.save(net.state_dict(), tmp_path / "model.pt")
