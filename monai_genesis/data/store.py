@@ -1119,7 +1119,7 @@ def prepare_command(
     pixdim: Sequence[float] | None = None,
     ct_window: Sequence[float] | None = None,
     percentiles: Sequence[float] | None = None,
-    dtype: str | None = None,
+    store_dtype: str | None = None,
     on_error: str = "skip",
     verify: bool = False,
 ) -> str:
@@ -1137,7 +1137,7 @@ def prepare_command(
         pixdim: target spacing in mm, e.g. ``--pixdim 1,1,2``; none keeps each volume's spacing.
         ct_window: HU window of the CT setting.
         percentiles: percentiles of the MRI setting.
-        dtype: stored dtype (``uint16``, ``float16``, ``float32``).
+        store_dtype: stored dtype (``uint16``, ``float16``, ``float32``), as the bundles' ``--store_dtype``.
         on_error: ``skip`` unreadable volumes with a warning, or ``raise``.
         verify: hash every source's content and check every stored file's CRC-32.
 
@@ -1151,7 +1151,7 @@ def prepare_command(
     given = {
         k: v
         for k, v in dict(
-            intensity=intensity, pixdim=pixdim, ct_window=ct_window, percentiles=percentiles, dtype=dtype
+            intensity=intensity, pixdim=pixdim, ct_window=ct_window, percentiles=percentiles, dtype=store_dtype
         ).items()
         if v is not None
     }

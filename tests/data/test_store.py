@@ -151,7 +151,7 @@ def test_settings_of_the_command_and_of_a_bundle_are_one_object(tmp_path, volume
     """A store made by ``prepare --pixdim ... --dtype float16`` is reused by a run with the same settings and left
     alone by a run with others (#21 case 1)."""
     folder = tmp_path / "store"
-    line = prepare_command(str(folder), dataset_dir=str(tmp_path / "src"), pixdim=(2, 2, 3), dtype="float16")
+    line = prepare_command(str(folder), dataset_dir=str(tmp_path / "src"), pixdim=(2, 2, 3), store_dtype="float16")
     settings = StoreSettings(pixdim=(2.0, 2.0, 3.0), dtype="float16")
     assert "3 volumes" in line and "--pixdim 2,2,3" in line and "--store_dtype float16" in line
     before = _mtimes(folder)
@@ -170,7 +170,7 @@ def test_settings_of_the_command_and_of_a_bundle_are_one_object(tmp_path, volume
     assert StoreSettings.from_config(str(config)) == StoreSettings(intensity="mri", pixdim=(1.5,) * 3)
     assert StoreSettings.from_config(str(config), {"intensity": "ct"}).intensity == "ct"
     line = prepare_command(str(tmp_path / "s2"), dataset_dir=str(tmp_path / "src"), config_file=str(config),
-                           dtype="float32")
+                           store_dtype="float32")
     assert "--intensity mri --pixdim 1.5,1.5,1.5" in line and "--store_dtype float32" in line
     with pytest.raises(GenesisInputError, match="no 'store_settings'"):
         StoreSettings.from_config(str(tmp_path / "s2" / os.listdir(tmp_path / "s2")[0] / "settings.json"))
