@@ -92,7 +92,7 @@ def test_reference_weights_give_the_reference_outputs(reference, tmp_path):
     """Import: nnssl's file -> ResEncUNet -> the same outputs; axes kept, then reversed with the input."""
     path = tmp_path / "checkpoint_final.pth"
     torch.save(release_checkpoint(reference.state_dict()), path)
-    x = torch.randn(2, 1, 16, 16, 24)  # nnssl's (z, y, x) arrays
+    x = torch.randn(1, 1, 16, 16, 24)  # nnssl's (z, y, x) arrays
     with torch.no_grad():
         want = reference(x)
         same = ours(strides=STRIDES_ZYX, kernel_size=KERNELS_ZYX)
@@ -219,7 +219,7 @@ def test_export_loads_strictly_into_the_reference_with_equal_outputs(tmp_path):
     assert isinstance(ref, dna.ResidualEncoderUNet)
     dense = ours()  # the network nnssl's file describes: the S3D model without its densify steps
     dense.load_state_dict(net.state_dict(), strict=False)
-    x = torch.randn(2, 1, 24, 16, 16, dtype=torch.float64)
+    x = torch.randn(1, 1, 24, 16, 16, dtype=torch.float64)
     with torch.no_grad():
         # in float64: the transposed input changes only the order of the sums, whose float32 rounding is ~1e-6
         want = dense.double()(x)
