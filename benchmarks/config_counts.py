@@ -1,12 +1,14 @@
 """How much the bundle configs compute and repeat: ``$`` expressions per file, the longest one, shared lines.
 
-    python benchmarks/config_counts.py [--results DIR] [--tag TAG]
+    python benchmarks/config_counts.py [--bundles NAME ...] [--results DIR] [--tag TAG]
 
 For every config of the training bundles (``bundles/*/configs/*.json`` but ``metadata.json``) and every shared
 fragment (``configs/**/*.json``): the number of ``$`` expressions (strings starting with ``$``, ``imports`` left
 out since they only import) and the length of the longest. For every ``train.json`` of a bundle: the share of its
-lines that also occur in another bundle's ``train.json`` (lines compared stripped, lines of brackets alone left
-out), and groups of byte-identical files. The counts depend on the files only, not on the machine.
+lines that also occur in another bundle's ``train.json`` and the largest share it has with any one of them (lines
+compared stripped, lines of brackets alone left out), and groups of byte-identical files. ``--bundles`` restricts
+the count to the named bundles (default: every folder of ``bundles/``). The counts depend on the files only, not on
+the machine.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ def content_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if set(line.strip()) - _PUNCTUATION]
 
 
-def config_files() -> list[Path]:
-    bundles = sorted(p for p in BUNDLE_DIR.glob("*/configs/*.json") if p.name != "metadata.json")
+def config_files(names=None) -> list[Path]:
+    bundles = sorted(p for p in BUNDLE_DIR.glob("*/configs/*.json")
+                     if p.name != "metadata.json" and (not names or p.parent.parent.name in names))
     return bundles + sorted(FRAGMENT_DIR.rglob("*.json"))
 
 
@@ -63,11 +66,15 @@ def count(files: list[Path]) -> dict:
         }
     trains = [p for p in files if p.name == "train.json" and p.parent.parent.parent == BUNDLE_DIR]
     lines = {p: content_lines(p) for p in trains}
-    shared = {}
+    shared, pairwise, shared_count = {}, {}, {}
     for path in trains:
         others = {line for other in trains if other != path for line in lines[other]}
         own = lines[path]
-        shared[str(path.relative_to(common.REPO))] = round(100 * sum(line in others for line in own) / max(1, len(own)))
+        name = str(path.relative_to(common.REPO))
+        shared_count[name] = sum(line in others for line in own)
+        shared[name] = round(100 * shared_count[name] / max(1, len(own)))
+        pairwise[name] = max((round(100 * sum(line in set(lines[other]) for line in own) / max(1, len(own)))
+                              for other in trains if other != path), default=0)
     groups = defaultdict(list)
     for path in files:
         groups[hashlib.sha1(path.read_bytes()).hexdigest()].append(str(path.relative_to(common.REPO)))
@@ -75,7 +82,9 @@ def count(files: list[Path]) -> dict:
     bundle_counts = [v["expressions"] for k, v in per_file.items() if k.startswith("bundles/")]
     return {
         "files": per_file,
+        "train_lines_shared": shared_count,
         "train_lines_shared_percent": shared,
+        "train_lines_shared_with_one_percent": pairwise,
         "identical_files": identical,
         "summary": {
             "bundle_expressions": sum(bundle_counts),
@@ -87,12 +96,14 @@ def count(files: list[Path]) -> dict:
 
 
 def table(result: dict) -> str:
+    shared, pairwise = result["train_lines_shared_percent"], result["train_lines_shared_with_one_percent"]
     rows = [[f"`{name}`", v["lines"], v["expressions"], v["longest"], v["over_100"],
-             f"{result['train_lines_shared_percent'][name]} %" if name in result["train_lines_shared_percent"] else ""]
+             f"{result['train_lines_shared'][name]}: {shared[name]} % ({pairwise[name]} %)" if name in shared else ""]
             for name, v in result["files"].items()]
     summary = result["summary"]
     text = common.markdown_table(
-        ["file", "lines", "`$` expressions", "longest (chars)", "longer than 100", "lines shared with another train.json"],
+        ["file", "lines", "`$` expressions", "longest (chars)", "longer than 100",
+         "train.json lines found in another: count, share (share in the closest one)"],
         rows,
     )
     text += (
@@ -106,10 +117,11 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundles", nargs="*", default=None, help="count only these bundles (folder names)")
     parser.add_argument("--results", default=str(common.DEFAULT_RESULTS), help="folder of the JSON and Markdown")
     parser.add_argument("--tag", default="", help="suffix of the result files' name")
     args = parser.parse_args(argv)
-    result = count(config_files())
+    result = count(config_files(args.bundles))
     name = "_".join(p for p in ("config_counts", args.tag) if p)
     payload = {"command": common.command_line("benchmarks/config_counts.py", argv),
                "machine": common.machine_info(torch.device("cpu")), **result}

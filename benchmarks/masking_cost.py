@@ -42,7 +42,7 @@ def _timed(fn, device: torch.device) -> float:
 def measure(args, device: torch.device) -> dict:
     """Median seconds of the masking and of the rest of the step, and the masking's share of the whole step."""
     from monai_genesis.engines import MaskedPrepareBatch
-    from monai_genesis.handlers.masked import GradientNormClipper
+    from monai_genesis.handlers import GradientNormClipper
     from monai_genesis.losses import MaskedMSELoss
     from monai_genesis.networks import ResEncUNet
     from monai_genesis.transforms import RandBlockMask

@@ -2,7 +2,10 @@
 
 A release zip holds one top-level folder named after the bundle, the weights when they are present, and the
 large files already resolved, so that ``python -m monai.bundle download --name NAME --version VERSION --source
-github --repo OWNER/REPO/TAG`` fetches and unpacks it like any Model Zoo bundle.
+github --repo OWNER/REPO/TAG`` fetches and unpacks it like any Model Zoo bundle. A bundle's ``train.json`` that is a
+recipe over the shared base (``configs/base/train.json``) is released merged with it, so that the unpacked bundle
+runs with ``--config_file configs/train.json`` alone. A release never carries what a run leaves in the bundle
+folder: a volume store, logs, pictures, resume states, images; what was left out is logged.
 """
 
 from __future__ import annotations
@@ -22,12 +25,21 @@ from monai.bundle import ConfigParser
 
 from monai_genesis.utils import file_digest
 
-__all__ = ["package", "read_large_files", "bundle_files", "shared_fragments", "write_bundle_zip"]
+__all__ = [
+    "package",
+    "read_large_files",
+    "bundle_files",
+    "flattened_train_config",
+    "left_out_files",
+    "shared_fragments",
+    "write_bundle_zip",
+]
 
 logger = logging.getLogger(__name__)
 
 LARGE_FILE_NAMES = ("large_files.yml", "large_files.yaml", "large_files.json")
-# run outputs, caches, editor files and ignite's intermediate checkpoints ("name_epoch=3.pt") stay out of a release
+# run outputs, caches, editor files and ignite's intermediate checkpoints ("name_epoch=3.pt") stay out of a release,
+# and so does anything that may hold patient data: a volume store (preprocessed scans, source paths), images
 DEFAULT_EXCLUDE = (
     "__pycache__",
     "*.pyc",
@@ -35,10 +47,26 @@ DEFAULT_EXCLUDE = (
     "runs",
     "eval",
     "results",
+    "store",
+    "store.json",
+    "phantoms",
     "*.tmp",
     "*.part",
     "*=*.pt",
+    "*.nii",
+    "*.nii.gz",
+    "*.npy",
+    "*.npz",
+    "*.dcm",
+    "*.mha",
+    "*.mhd",
+    "*.nrrd",
+    "*.raw",
 )
+# of a bundle's models/ folder, a release carries the released weights only (and the large files it lists)
+RELEASED_MODELS = ("model.pt", "model.ts")
+# the shared base a bundle's train.json is a recipe over, relative to the shared fragments' folder
+BASE_TRAIN = Path("base") / "train.json"
 # the earliest time a zip header can hold; any fixed value makes the archive reproducible
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 # MONAI splits release asset names on this pattern to find a bundle's name and version
@@ -95,6 +123,8 @@ def _fragment_files(fragments: Path, name: str, bundle: Path, patterns: Sequence
         rel = path.relative_to(fragments)
         if not path.is_file() or path.suffix not in (".json", ".md") or _excluded(rel, patterns):
             continue
+        if rel.parts[0] == BASE_TRAIN.parts[0]:
+            continue  # merged into the release's train.json
         if (bundle / "configs" / rel).exists():
             raise ValueError(
                 f"{bundle / 'configs' / rel} has the name of the shared fragment {path}; rename one of them, since a "
@@ -104,25 +134,69 @@ def _fragment_files(fragments: Path, name: str, bundle: Path, patterns: Sequence
     return files
 
 
+def flattened_train_config(train: str | os.PathLike, base: str | os.PathLike) -> dict | None:
+    """The bundle's ``train.json`` merged with the shared base, as ``--config_file "['train.json','base/train.json']"``
+    merges them; None when ``train`` is not a recipe over the base (it defines its own ``train#trainer``).
+
+    Args:
+        train: the bundle's ``configs/train.json``.
+        base: the shared base, ``configs/base/train.json`` of the project.
+    """
+    own = ConfigParser.load_config_file(train)
+    if not isinstance(own.get("train"), dict) or "trainer" in own["train"]:
+        return None
+    merged = ConfigParser.load_config_files([train, base])
+    # the knobs every run sets (bundle_root, device, seed, ...) first, as in Model Zoo configs
+    base_keys = [k for k in ConfigParser.load_config_file(base) if not k.startswith("+") and "#" not in k]
+    order = ["imports"] + [k for k in base_keys if k in merged and k not in own] + list(own)
+    return {**{k: merged[k] for k in order if k in merged}, **merged}
+
+
+def left_out_files(bundle: str | os.PathLike, packed: Sequence[tuple]) -> list[str]:
+    """The files of the bundle folder that a release of it does not carry (paths relative to the bundle)."""
+    bundle = Path(bundle)
+    name = bundle.resolve().name
+    kept = {arcname[len(name) + 1 :] for _, arcname in packed}
+    return sorted(
+        p.relative_to(bundle).as_posix()
+        for p in bundle.rglob("*")
+        if (p.is_file() or p.is_symlink()) and p.relative_to(bundle).as_posix() not in kept
+    )
+
+
+def _summary(paths: Sequence[str], shown: int = 8) -> str:
+    """``store/ (120 files), models/model_final.pt, ...``: folders counted, at most ``shown`` entries."""
+    groups: dict[str, int] = {}
+    for path in paths:
+        top = path.split("/")[0] + "/" if "/" in path and path.split("/")[0] != "models" else path
+        groups[top] = groups.get(top, 0) + 1
+    parts = [f"{k} ({v} files)" if k.endswith("/") else k for k, v in groups.items()]
+    return ", ".join(parts[:shown]) + (f" and {len(parts) - shown} more" if len(parts) > shown else "")
+
+
 def bundle_files(
     bundle: str | os.PathLike, exclude: Sequence[str] | str = (), fragments: str | os.PathLike | None = "auto"
-) -> list[tuple[Path, str]]:
-    """List the files of a release of ``bundle`` as sorted ``(source path, name in the zip)`` pairs.
+) -> list[tuple[Path | bytes, str]]:
+    """List the files of a release of ``bundle`` as sorted ``(source, name in the zip)`` pairs.
 
     Large files that are present (and match their hash) are included and the large files list is then left out,
     as in Model Zoo releases; when any large file is missing, the list is kept so that users can fetch it.
-    The shared config fragments (``configs/quick.json``, ``configs/mri.json``, ``configs/networks/*.json``, ...)
-    go into the release's ``configs/`` folder under the same relative names, so that a downloaded bundle carries
-    every file its docs tell its users to merge: ``configs/quick.json`` is then the same path from the project's
-    root and from the unpacked bundle's.
+    The shared config fragments (``configs/quick.json``, ``configs/mri.json``, ``configs/multi_gpu_train.json``,
+    ``configs/networks/*.json``, ...) go into the release's ``configs/`` folder under the same relative names, so that
+    a downloaded bundle carries every file its docs tell its users to merge: ``configs/quick.json`` is then the same
+    path from the project's root and from the unpacked bundle's. A ``train.json`` that is a recipe over the shared
+    base (``configs/base/train.json``) is released merged with it (the source is then the merged JSON as bytes),
+    and the base itself is not packed. Of ``models/`` only the released weights (``model.pt``, ``model.ts``) and
+    the large files go in.
 
     Args:
         bundle: folder of the bundle; its folder name is the bundle name and the zip's top-level folder.
         exclude: glob patterns (or one pattern), matched against every path component, left out in addition to
-            ``DEFAULT_EXCLUDE`` (caches, hidden files, ``runs``, ``eval`` and ``results`` folders, intermediate
-            checkpoints such as ``resume_checkpoint_epoch=3.pt``); the large files are never left out.
+            ``DEFAULT_EXCLUDE`` (caches, hidden files, ``runs``, ``eval``, ``results`` and ``store`` folders, images
+            and arrays that may hold patient data, intermediate checkpoints such as
+            ``resume_checkpoint_epoch=3.pt``); the large files are never left out.
         fragments: folder of the shared fragments; ``"auto"`` finds ``configs/`` of the project holding
-            ``bundles/NAME`` (:py:func:`shared_fragments`); None packs none.
+            ``bundles/NAME`` (:py:func:`shared_fragments`); None packs none (and merges no base).
     """
     bundle = Path(bundle)
     name = bundle.resolve().name
@@ -135,25 +209,36 @@ def bundle_files(
             f"large files {missing} of {name} are not downloaded; the release keeps {large_list.name} so that users "
             "fetch them with `python -m monai.bundle download_large_files`."
         )
-    files = []
+    folder = shared_fragments(bundle) if fragments == "auto" else (Path(fragments) if fragments is not None else None)
+    base = folder / BASE_TRAIN if folder is not None and (folder / BASE_TRAIN).is_file() else None
+    files: list[tuple[Path | bytes, str]] = []
     for path in bundle.rglob("*"):
         rel = path.relative_to(bundle)
-        if not path.is_file() or path.is_symlink() or (rel not in large_paths and _excluded(rel, patterns)):
+        if not path.is_file() or path.is_symlink():
+            continue
+        if rel not in large_paths and (
+            _excluded(rel, patterns) or (rel.parts[0] == "models" and rel.as_posix()[7:] not in RELEASED_MODELS)
+        ):
             continue
         if large_list is not None and not missing and rel == Path(large_list.name):
             continue
-        files.append((path, f"{name}/{rel.as_posix()}"))
-    folder = shared_fragments(bundle) if fragments == "auto" else (Path(fragments) if fragments is not None else None)
+        source: Path | bytes = path
+        if rel == Path("configs", "train.json") and base is not None:
+            merged = flattened_train_config(path, base)
+            if merged is not None:
+                source = (json.dumps(merged, indent=4) + "\n").encode()
+        files.append((source, f"{name}/{rel.as_posix()}"))
     if folder is not None:
         files += _fragment_files(folder, name, bundle, patterns)
     return sorted(files, key=lambda f: f[1])
 
 
-def write_bundle_zip(files: Sequence[tuple[Path, str]], filepath: str | os.PathLike) -> None:
-    """Write ``files`` (pairs of source path and name in the zip) to a zip whose bytes depend only on their content.
+def write_bundle_zip(files: Sequence[tuple[Path | bytes, str]], filepath: str | os.PathLike) -> None:
+    """Write ``files`` (pairs of source and name in the zip) to a zip whose bytes depend only on their content.
 
     Args:
-        files: ``(source path, name in the zip)`` pairs, written in the given order.
+        files: ``(source, name in the zip)`` pairs, written in the given order; a source is a file's path or the
+            content itself as bytes.
         filepath: the zip to write.
     """
     with zipfile.ZipFile(filepath, "w") as zf:
@@ -162,6 +247,10 @@ def write_bundle_zip(files: Sequence[tuple[Path, str]], filepath: str | os.PathL
             info.compress_type = zipfile.ZIP_DEFLATED
             info.create_system = 3  # "unix", whatever the platform packing it, so the permission bits mean the same
             info.external_attr = 0o100644 << 16
+            if isinstance(src, bytes):
+                info.file_size = len(src)
+                zf.writestr(info, src)
+                continue
             info.file_size = Path(src).stat().st_size
             with open(src, "rb") as f_in, zf.open(info, "w") as f_out:
                 for chunk in iter(lambda: f_in.read(1 << 20), b""):
@@ -239,8 +328,15 @@ def package(
     asset = f"{name}_v{version}"
     zip_path = out / f"{asset}.zip"
     files = bundle_files(bundle, exclude=exclude, fragments=fragments)
+    left_out = left_out_files(bundle, files)
+    if left_out:
+        logger.warning(f"left out of the release of {name} (run outputs, stores, data): {_summary(left_out)}.")
     fd, tmp = tempfile.mkstemp(prefix=f".{asset}.", suffix=".zip", dir=out)
     os.close(fd)
+    # mkstemp makes the file readable by its owner only; a release is for everyone to read
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         write_bundle_zip(files, tmp)
         checksum = file_digest(tmp, "sha1")

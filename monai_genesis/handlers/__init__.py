@@ -1,14 +1,19 @@
 """Ignite handlers and helpers of the Genesis bundles."""
 
 from monai_genesis.handlers.checkpoints import RESUME_PREFIX, ResumeHandler, latest_checkpoint, negative_key_metric
-from monai_genesis.handlers.pretrained import FINETUNE_MODES, PretrainedLoader, check_pretrained
+from monai_genesis.handlers.gradients import GradientNormClipper
+from monai_genesis.handlers.outputs import stacked_from_engine
+from monai_genesis.handlers.pretrained import FINETUNE_MODES, PretrainedLoader, check_pretrained, default_finetune
 from monai_genesis.handlers.reseed import ReseedHandler
 from monai_genesis.handlers.run import FinalModelSaver, claim_run, earlier_outputs
 from monai_genesis.handlers.restoration import (
+    PANELS,
     RestorationImageHandler,
     RestorationPNGSaver,
     SliceRestorationSaver,
+    masked_reconstructions,
     restoration_images,
+    stored_volume,
 )
 
 __all__ = [
@@ -16,6 +21,8 @@ __all__ = [
     "claim_run",
     "earlier_outputs",
     "FINETUNE_MODES",
+    "GradientNormClipper",
+    "PANELS",
     "RESUME_PREFIX",
     "PretrainedLoader",
     "ReseedHandler",
@@ -24,7 +31,11 @@ __all__ = [
     "ResumeHandler",
     "SliceRestorationSaver",
     "check_pretrained",
+    "default_finetune",
     "latest_checkpoint",
+    "masked_reconstructions",
     "negative_key_metric",
     "restoration_images",
+    "stacked_from_engine",
+    "stored_volume",
 ]

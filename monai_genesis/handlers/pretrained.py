@@ -14,11 +14,16 @@ from monai_genesis.networks import unwrap_parallel
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["FINETUNE_MODES", "PretrainedLoader", "check_pretrained"]
+__all__ = ["FINETUNE_MODES", "PretrainedLoader", "check_pretrained", "default_finetune"]
 
 FINETUNE_MODES = ("full", "frozen_encoder", "scratch")
 
 logger = logging.getLogger(__name__)
+
+
+def default_finetune(pretrained: str | None) -> str:
+    """The fine-tuning mode when none is given: ``"full"`` with a checkpoint, ``"scratch"`` without one."""
+    return "full" if pretrained else "scratch"
 
 
 def check_pretrained(pretrained: str | None, finetune: str = "full") -> str:

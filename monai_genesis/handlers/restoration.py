@@ -2,7 +2,9 @@
 
 :py:class:`SliceRestorationSaver` writes the picture to judge a pretraining by: a whole slice of a validation volume,
 original | corrupted | restored through the sliding window. :py:class:`RestorationImageHandler` (TensorBoard) and
-:py:class:`RestorationPNGSaver` show the middle slices of the cubes of the engine's last iteration.
+:py:class:`RestorationPNGSaver` show the middle slices of the cubes of the engine's last iteration: the panels of
+Genesis restoration (corrupted | restored | original) or of masked image modelling (masked | reconstructed |
+original), chosen by their ``panels`` argument.
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ from monai_genesis.visualize import (
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["RestorationImageHandler", "RestorationPNGSaver", "SliceRestorationSaver", "restoration_images"]
+__all__ = [
+    "PANELS",
+    "RestorationImageHandler",
+    "RestorationPNGSaver",
+    "SliceRestorationSaver",
+    "masked_reconstructions",
+    "restoration_images",
+    "stored_volume",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +77,56 @@ def restoration_images(output, max_samples: int = 4) -> dict[str, torch.Tensor]:
     return {name: torch.stack(values[:max_samples]) for name, values in images.items() if values}
 
 
+def masked_reconstructions(output, max_samples: int = 4) -> dict[str, torch.Tensor]:
+    """The masked inputs, reconstructions and clean images of an engine's last iteration of masked image modelling.
+
+    Args:
+        output: ``engine.state.output``: a dict of batches or a decollated list of per-sample dicts, with ``image``
+            (the masked input), ``pred`` (the reconstruction) and ``label`` (``cat([clean, mask])``, as
+            :py:class:`monai_genesis.engines.MaskedPrepareBatch` returns it).
+        max_samples: keep at most this many samples.
+
+    Returns:
+        ``{"masked": (B, C, *spatial), "reconstructed": ..., "original": ...}`` float CPU tensors; empty when the
+        output lacks a key.
+    """
+    images = restoration_images(output, max_samples)
+    if not images:
+        return {}
+    # the target's last channel is the mask
+    return {"masked": images["corrupted"], "reconstructed": images["restored"], "original": images["original"][:, :-1]}
+
+
+def stored_volume(store, entry) -> MetaTensor:
+    """The volume of a datalist entry as the network sees it in training: read from the volume store, with its affine.
+
+    A picture handler (:py:class:`SliceRestorationSaver`) then shows the intensities, spacing and orientation the store
+    prepared, whatever the preparation settings.
+
+    Args:
+        store: the bundle's ``VolumeStore`` (``monai_genesis.data.ensure_store``).
+        entry: a datalist entry of the store, e.g. the first validation entry.
+    """
+    volume = store[entry]
+    return MetaTensor(torch.from_numpy(volume.read()), affine=torch.as_tensor(volume.affine),
+                      meta={"filename_or_obj": volume.source})
+
+
+# what a picture handler draws: the panels of one pretext, read from the engine's output
+PANELS: dict[str, Callable[..., dict[str, torch.Tensor]]] = {
+    "restoration": restoration_images,
+    "masked": masked_reconstructions,
+}
+
+
+def _percentile_range(original: torch.Tensor) -> tuple[float, float]:
+    """The 1st and 99th percentiles of (at most a million voxels of) the clean images: z-scored intensities have no
+    fixed range."""
+    values = original.flatten()[:: max(1, original.numel() // 1_000_000)]
+    low, high = (float(v) for v in torch.quantile(values, torch.tensor([0.01, 0.99])))
+    return low, max(high, low + 1e-6)
+
+
 def _output_spacing(output) -> tuple[float, ...]:
     """The voxel spacing of the first clean cube of an engine output that carries an affine, else 1 mm."""
     items = [output] if isinstance(output, Mapping) else list(output or [])
@@ -95,10 +155,23 @@ class _RunFile:
 
 
 class _EveryNEpochs:
-    """Run ``self.write(engine, images)`` with the engine's restorations after every ``interval``-th epoch."""
+    """Run ``self.write(engine, images, spacing, value_range)`` with the engine's panels after every ``interval``-th
+    epoch, on rank 0 only."""
 
     interval: int = 1
     max_samples: int = 4
+    panels: str = "restoration"
+    value_range: Sequence[float] | None = (0.0, 1.0)
+
+    def _set_drawing(self, panels: str, value_range: Sequence[float] | None, max_samples: int, interval: int) -> None:
+        if panels not in PANELS:
+            raise ValueError(f"panels must be one of {sorted(PANELS)} (what the picture shows), got {panels!r}.")
+        if int(interval) < 1:
+            raise ValueError(f"interval must be a positive number of epochs, got {interval}.")
+        if value_range is not None and (len(value_range) != 2 or not float(value_range[0]) < float(value_range[1])):
+            raise ValueError(f"value_range must be (black, white) with black < white, or None, got {value_range!r}.")
+        self.panels, self.max_samples, self.interval = panels, int(max_samples), int(interval)
+        self.value_range = None if value_range is None else tuple(float(v) for v in value_range)
 
     def attach(self, engine: Engine) -> None:
         """Call this handler when every ``interval``-th epoch of ``engine`` completes.
@@ -111,15 +184,16 @@ class _EveryNEpochs:
     def __call__(self, engine: Engine) -> None:
         if not is_rank_zero():
             return
-        images = restoration_images(engine.state.output, self.max_samples)
+        images = PANELS[self.panels](engine.state.output, self.max_samples)
         if not images:
-            logger.debug("engine output has no image/pred/label; no restoration images written.")
+            logger.debug("engine output has no image/pred/label; no picture written.")
             return
-        self.write(engine, images, _output_spacing(engine.state.output))
+        value_range = self.value_range or _percentile_range(images["original"])
+        self.write(engine, images, _output_spacing(engine.state.output), value_range)
 
 
 class RestorationImageHandler(_EveryNEpochs):
-    """Write the corrupted / restored / original middle axial slices of the last cubes to TensorBoard.
+    """Write the middle axial slices of the last cubes (corrupted / restored / original) to TensorBoard.
 
     Attach it to the pretraining trainer or evaluator; the images come from the last iteration of every
     ``interval``-th epoch, drawn by :py:func:`monai_genesis.visualize.restoration_grid`. Only rank 0 writes.
@@ -130,28 +204,40 @@ class RestorationImageHandler(_EveryNEpochs):
         tag: image tag in TensorBoard.
         max_samples: number of samples (rows) shown.
         interval: write every ``interval`` epochs.
+        panels: what is drawn, a key of ``PANELS``: ``"restoration"`` (corrupted | restored | original) or
+            ``"masked"`` (masked | reconstructed | original, the target's mask channel dropped).
+        value_range: intensities shown black and white; None for the 1st–99th percentiles of the original cubes.
     """
 
     def __init__(
-        self, summary_writer=None, log_dir: str = "./runs", tag: str = "restoration", max_samples: int = 4, interval: int = 1
+        self,
+        summary_writer=None,
+        log_dir: str = "./runs",
+        tag: str = "restoration",
+        max_samples: int = 4,
+        interval: int = 1,
+        panels: str = "restoration",
+        value_range: Sequence[float] | None = (0.0, 1.0),
     ) -> None:
+        self._set_drawing(panels, value_range, max_samples, interval)
         if summary_writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             summary_writer = SummaryWriter(log_dir=log_dir)
         self.writer = summary_writer
         self.tag = tag
-        self.max_samples = int(max_samples)
-        self.interval = int(interval)
 
-    def write(self, engine: Engine, images: dict[str, torch.Tensor], spacing: Sequence[float]) -> None:
-        grid = np.asarray(restoration_grid(images, max_rows=self.max_samples, spacing=spacing))
+    def write(
+        self, engine: Engine, images: dict[str, torch.Tensor], spacing: Sequence[float], value_range: Sequence[float]
+    ) -> None:
+        grid = np.asarray(restoration_grid(images, value_range, max_rows=self.max_samples, spacing=spacing))
         self.writer.add_image(f"{self.tag} ({' | '.join(images)})", grid, engine.state.epoch, dataformats="HWC")
         self.writer.flush()
 
 
 class RestorationPNGSaver(_EveryNEpochs):
-    """Save a PNG of the corrupted / restored / original middle axial slices of the last cubes.
+    """Save a PNG of the middle axial slices of the last cubes: corrupted / restored / original, or masked /
+    reconstructed / original.
 
     The picture (:py:func:`monai_genesis.visualize.restoration_grid`) is rewritten after every ``interval``
     epochs, so it shows the latest restorations. A file of an earlier run at ``output_dir/filename`` is kept and
@@ -163,6 +249,10 @@ class RestorationPNGSaver(_EveryNEpochs):
         max_samples: number of samples (rows) shown.
         interval: write every ``interval`` epochs.
         overwrite: replace a file of an earlier run (e.g. the one this run resumes).
+        panels: what is drawn, a key of ``PANELS``: ``"restoration"`` (corrupted | restored | original) or
+            ``"masked"`` (masked | reconstructed | original, the target's mask channel dropped).
+        value_range: intensities shown black and white; None for the 1st–99th percentiles of the original cubes
+            (z-scored intensities have no fixed range).
     """
 
     def __init__(
@@ -172,18 +262,21 @@ class RestorationPNGSaver(_EveryNEpochs):
         max_samples: int = 4,
         interval: int = 1,
         overwrite: bool = False,
+        panels: str = "restoration",
+        value_range: Sequence[float] | None = (0.0, 1.0),
     ) -> None:
+        self._set_drawing(panels, value_range, max_samples, interval)
         self.file = _RunFile(output_dir, filename, as_bool(overwrite, "overwrite"))
-        self.max_samples = int(max_samples)
-        self.interval = int(interval)
 
     @property
     def path(self) -> Path:
         """The PNG this run writes (chosen at its first write)."""
         return self.file.path or self.file.wanted
 
-    def write(self, engine: Engine, images: dict[str, torch.Tensor], spacing: Sequence[float]) -> None:
-        self.file.write(restoration_grid(images, max_rows=self.max_samples, spacing=spacing))
+    def write(
+        self, engine: Engine, images: dict[str, torch.Tensor], spacing: Sequence[float], value_range: Sequence[float]
+    ) -> None:
+        self.file.write(restoration_grid(images, value_range, max_rows=self.max_samples, spacing=spacing))
 
 
 class SliceRestorationSaver:

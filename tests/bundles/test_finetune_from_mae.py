@@ -8,7 +8,7 @@ from monai.bundle import ConfigParser
 
 from monai_genesis.networks import ResEncClassifier, ResEncUNet
 from monai_genesis.weights import load_pretrained
-from tests.bundles.workflows import REPO, TINY, config, run_workflow
+from tests.bundles.workflows import BASE, REPO, TINY, config, run_workflow
 
 NETWORKS = REPO / "configs" / "networks"
 MAE = {k: TINY["mae_pretrain"][k] for k in ("resenc_features", "resenc_strides", "patch_size")}
@@ -95,8 +95,8 @@ def test_classification_fine_tunes_from_the_mae_model(mae_model, tmp_path):
                                            ("finetune_sawtooth", "SawtoothWarmupPolySchedule")])
 def test_warm_up_schedules_are_override_files(bundle, schedule, name):
     parser = ConfigParser()
-    parser.read_config([config(bundle, "train"), str(NETWORKS / "resenc_l.json" if bundle == "genesis_segmentation"
-                                                       else NETWORKS / "resenc_classifier.json"),
+    parser.read_config([config(bundle, "train"), BASE, str(NETWORKS / "resenc_l.json" if bundle == "genesis_segmentation"
+                                                             else NETWORKS / "resenc_classifier.json"),
                         str(REPO / "configs" / f"{schedule}.json")])
     parser.update({"resenc_features": MAE["resenc_features"], "epochs": 200})
     optimizer = parser.get_parsed_content("optimizer")
@@ -104,7 +104,9 @@ def test_warm_up_schedules_are_override_files(bundle, schedule, name):
     assert optimizer.param_groups[0]["lr"] == 1e-3 and optimizer.param_groups[0]["momentum"] == 0.99
     scheduler = parser.get_parsed_content("lr_scheduler")
     assert type(scheduler).__name__ == name
-    assert parser["train"]["handlers"][-1]["_target_"] == "LrScheduleHandler"
+    # the base's schedule handler, switched on by the schedule the override file sets
+    (index,) = [i for i, h in enumerate(parser["train"]["handlers"]) if h["_target_"] == "LrScheduleHandler"]
+    assert parser.get_parsed_content(f"train#handlers#{index}#_disabled_") is False
     if name == "SawtoothWarmupPolySchedule":
         # the encoder rests while the decoder warms up
         assert [g["name"] for g in optimizer.param_groups] == ["encoder", "decoder"]

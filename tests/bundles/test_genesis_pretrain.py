@@ -59,8 +59,18 @@ def test_per_sample_corruption_path(tmp_path):
     workflow = run_workflow(BUNDLE, "train", tmp_path, epochs=1, corrupt_on_device=False)
     corruption = workflow.parser.get_parsed_content("train#preprocessing").transforms
     assert [type(t).__name__ for t in corruption] == ["RandGenesisCorruptiond"]
-    assert workflow.trainer.prepare_batch.corrupt is False  # the loader corrupted the batch: it is only moved
+    assert workflow.trainer.prepare_batch.on_device is False  # the loader corrupted the batch: it is only moved
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_one_corruption_node_sets_every_rate(tmp_path):
+    """A rate changed in the one ``corruption`` node reaches the per-sample transform and both batch preparations."""
+    workflow = make_workflow(BUNDLE, "train", tmp_path, corrupt_on_device=False, **{"corruption#local_rate": 0.25})
+    node = workflow.parser.get_parsed_content("corruption")
+    (per_sample,) = workflow.parser.get_parsed_content("train#preprocessing").transforms
+    users = [per_sample.corruption, workflow.trainer.prepare_batch.pretext, workflow.evaluator.prepare_batch.pretext]
+    assert all(user is node for user in users)
+    assert node.shuffle.prob == 0.25 and node.nonlinear.prob == 0.9
 
 
 def test_evaluate_writes_metrics_and_png(pretrain_run, tmp_path):
@@ -160,14 +170,27 @@ def test_small_volume_is_padded(tmp_path):
 def test_mri_fragment_switches_intensity(tmp_path):
     """configs/mri.json merged after the bundle (as its docs say) scales every volume with the MRI window."""
     workflow = make_workflow(BUNDLE, "train", tmp_path, [str(REPO / "configs" / "mri.json")])
-    transforms = workflow.parser.get_parsed_content("validate#picture_transforms")
-    (scale,) = [t for t in transforms if type(t).__name__ == "ApplyIntensitySettingd"]
-    assert scale.setting == "mri" and type(scale.transforms["mri"]).__name__ == "ForegroundPercentileWindowd"
-    from monai.transforms import Compose
+    settings = workflow.parser.get_parsed_content("store_settings")
+    assert settings.intensity == "mri" and settings.percentiles == (0.5, 99.5)
+    # the picture shows the validation volume as the store prepared it
+    volume = workflow.parser.get_parsed_content("validate#picture_volume")
+    entry = workflow.parser.get_parsed_content("data_split")["validation"][0]
+    assert volume.meta["filename_or_obj"] == entry["image"] and volume.ndim == 4
+    assert float(volume.min()) == 0.0 and float(volume.max()) == pytest.approx(1.0, abs=1e-4)
 
-    entry = workflow.parser.get_parsed_content("data_split")["training"][0]
-    volume = Compose(transforms)(entry)["image"]
-    assert float(volume.min()) == 0.0 and float(volume.max()) == 1.0
+
+def test_store_settings_node_is_the_prepare_commands(tmp_path):
+    """The bundle's store knobs reach ensure_store through the one store_settings node that `prepare --config_file`
+    reads, so a store prepared by the command is the bundle's."""
+    from monai_genesis.data import StoreSettings
+
+    overrides = {"pixdim": [2.0, 2.0, 3.0], "store_dtype": "float16", "ct_window": [-500, 500]}
+    workflow = make_workflow(BUNDLE, "train", tmp_path, **overrides)
+    store = workflow.parser.get_parsed_content("store")
+    expected = StoreSettings(pixdim=(2.0, 2.0, 3.0), dtype="float16", ct_window=(-500.0, 500.0))
+    assert workflow.parser.get_parsed_content("store_settings") == expected
+    assert StoreSettings.from_config(config(BUNDLE, "train"), overrides) == expected
+    assert all(np.allclose(store[k].spacing, (2.0, 2.0, 3.0)) for k in store.keys) and len(store.keys) == 3
 
 
 def test_inference_encodes_volumes_on_the_feature_grid(pretrain_run, tmp_path):

@@ -12,6 +12,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 
 from tests.bundles.workflows import (
+    BASE,
     BUNDLES,
     QUICK,
     REPO,
@@ -36,9 +37,11 @@ def mae_run(tmp_path_factory):
 
 def test_model_zoo_layout_and_metadata(tmp_path):
     for name in ["LICENSE", "configs/metadata.json", "configs/train.json", "configs/evaluate.json",
-                 "configs/inference.json", "configs/encode.json", "configs/multi_gpu_train.json",
-                 "configs/logging.conf", "docs/README.md", "docs/data_license.txt"]:
+                 "configs/inference.json", "configs/encode.json", "configs/logging.conf",
+                 "docs/README.md", "docs/data_license.txt"]:
         assert (BUNDLES / BUNDLE / name).is_file(), name
+    # one DDP override for every bundle, packed into each release as configs/multi_gpu_train.json
+    assert (REPO / "configs" / "multi_gpu_train.json").is_file()
     schema = tmp_path / "schema.json"
     schema.write_bytes(SCHEMA.read_bytes())
     verify_metadata(meta_file=config(BUNDLE, "metadata"), filepath=str(schema),
@@ -47,7 +50,7 @@ def test_model_zoo_layout_and_metadata(tmp_path):
 
 def test_defaults_are_the_published_recipe():
     parser = ConfigParser()
-    parser.read_config(config(BUNDLE, "train"))
+    parser.read_config([config(BUNDLE, "train"), BASE])
     parser.update({"resenc_features": [2, 4, 4, 4, 4, 4]})  # a narrow network: only the recipe is read here
     assert parser["patch_size"] == [160, 160, 160] and parser["intensity"] == "zscore"
     assert parser["mask_block_size"] == 16 and parser["mask_ratio"] == 0.75 and parser["batch_size"] == 2
@@ -78,7 +81,8 @@ def test_train_leaves_models_logs_and_png(mae_run):
     state = torch.load(root / "models" / "model.pt", weights_only=True)
     assert "encoder.stem.conv.conv.weight" in state and state["out.conv.weight"].shape[0] == 1
     # the masking ran on the device, in the trainer's batch preparation, and the loss saw the mask
-    assert type(workflow.trainer.prepare_batch).__name__ == "MaskedPrepareBatch"
+    assert type(workflow.trainer.prepare_batch).__name__ == "PretextPrepareBatch"
+    assert workflow.trainer.prepare_batch.pretext is workflow.parser.get_parsed_content("masking")
     assert type(workflow.trainer.loss_function).__name__ == "MaskedMSELoss"
     clipper = next(h for h in workflow.parser.get_parsed_content("train#handlers") if hasattr(h, "last_norm"))
     assert clipper.last_norm is not None and np.isfinite(clipper.last_norm)
@@ -193,9 +197,9 @@ def test_missing_dataset_dir_and_unreadable_volume_are_named(tmp_path):
 def test_ct_window_is_an_option(tmp_path):
     # the store records the setting each volume was scaled with
     store = make_workflow(BUNDLE, "train", tmp_path, intensity="ct").parser.get_parsed_content("store")
-    assert {r["settings"]["intensity"] for r in store["volumes"].values()} == {"ct"}
+    assert {store.records[k]["settings"]["intensity"] for k in store.keys} == {"ct"}
     default = make_workflow(BUNDLE, "train", tmp_path / "z").parser.get_parsed_content("store")
-    assert {r["settings"]["intensity"] for r in default["volumes"].values()} == {"zscore"}
+    assert {default.records[k]["settings"]["intensity"] for k in default.keys} == {"zscore"}
 
 
 def test_quick_settings_fit_the_resenc_network():
@@ -211,8 +215,9 @@ def test_quick_settings_fit_the_resenc_network():
 
 
 def test_sparse_s3d_variant_gets_the_mask(tmp_path):
-    workflow = run_workflow(BUNDLE, "train", tmp_path, epochs=1, resenc_sparse=True,
-                            **{"train#prepare_batch#mask_kwarg": "mask", "validate#prepare_batch#mask_kwarg": "mask"})
+    # the one flag makes the sparse network and hands it the mask
+    workflow = run_workflow(BUNDLE, "train", tmp_path, epochs=1, resenc_sparse=True)
+    assert workflow.trainer.prepare_batch.network_kwargs == {"mask": "mask"}
     network = workflow.parser.get_parsed_content("network")
     assert network.sparse and len(network.densify) == 6
     assert np.isfinite(workflow.evaluator.state.metrics["val_masked_mse"])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.bundles.workflows import QUICK, TINY, config, make_workflow, root_cause, run_workflow
+from tests.bundles.workflows import BASE, QUICK, TINY, config, make_workflow, root_cause, run_workflow
 from tests.packaging.helpers import run_cli
 
 TRAINING_BUNDLES = ("genesis_pretrain", "genesis_segmentation", "genesis_classification", "mae_pretrain", "cspr_pretrain")
@@ -60,7 +60,7 @@ def test_without_data_the_phantoms_are_a_warning_with_the_flag(tmp_path, caplog)
 @pytest.mark.slow
 def test_second_run_from_the_command_line_is_refused(tmp_path):
     root = tmp_path / "run"
-    args = ["-m", "monai.bundle", "run", "--config_file", f"['{config('genesis_segmentation', 'train')}','{QUICK}']",
+    args = ["-m", "monai.bundle", "run", "--config_file", f"['{config('genesis_segmentation', 'train')}','{BASE}','{QUICK}']",
             "--bundle_root", str(root), "--epochs", "1"]
     for key, value in TINY["genesis_segmentation"].items():
         args += [f"--{key}", str(value).replace(" ", "")]

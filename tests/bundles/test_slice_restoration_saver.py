@@ -10,7 +10,7 @@ ENTRY = {
     "_target_": "monai_genesis.handlers.SliceRestorationSaver",
     "_disabled_": "@not_rank_zero",
     "network": "@network",
-    "data": "$monai.data.Dataset(@data_split['validation'][:1], transform=monai.transforms.Compose(@train#deterministic_transforms))",
+    "data": "@validate#picture_volume",
     "cube_size": "@patch_size",
     "output_dir": "@output_dir",
     "filename": "slice_restorations.png",

@@ -16,6 +16,8 @@ from monai.bundle import ConfigWorkflow
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
 QUICK = str(REPO / "configs" / "quick.json")
+# the shared base every bundle's own train.json is merged with (trainer, evaluator, checkpoints, logging)
+BASE = str(REPO / "configs" / "base" / "train.json")
 
 # tinier than configs/quick.json so that the whole folder runs in well under two minutes on 2 cores
 TINY = {
@@ -91,8 +93,8 @@ def make_workflow(bundle: str, kind: str, root: Path, extra_configs: list | None
     ``extra_configs`` are merged last (e.g. a network preset).
     """
     files = {
-        "train": [config(bundle, "train"), QUICK],
-        "evaluate": [config(bundle, "train"), config(bundle, "evaluate"), QUICK],
+        "train": [config(bundle, "train"), BASE, QUICK],
+        "evaluate": [config(bundle, "train"), BASE, config(bundle, "evaluate"), QUICK],
         "inference": [config(bundle, "inference"), QUICK],
     }[kind] + list(extra_configs or [])
     settings = {**TINY[bundle], "bundle_root": str(root), **override}
@@ -129,7 +131,7 @@ def kill_and_resume(bundle: str, root: Path, timeout: float = 180.0) -> tuple[in
     Returns the last saved epoch and the epochs the resumed run started.
     """
     args = [f"--{key}={json.dumps(value).replace(' ', '')}" for key, value in TINY[bundle].items()]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['{config(bundle, 'train')}','{QUICK}']",
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['{config(bundle, 'train')}','{BASE}','{QUICK}']",
            "--bundle_root", str(root), "--epochs", "100", *args]
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -18,7 +18,6 @@ LOGGING_OR_SAVING = {
     "RestorationImageHandler",
     "RestorationPNGSaver",
     "SliceRestorationSaver",
-    "MaskedReconstructionPNGSaver",
 }
 RANK_ZERO_ONLY = "@not_rank_zero"
 
@@ -26,8 +25,9 @@ RANK_ZERO_ONLY = "@not_rank_zero"
 def _configs(repo_root, bundle, *extra):
     configs = [
         repo_root / "bundles" / bundle / "configs" / "train.json",
+        repo_root / "configs" / "base" / "train.json",
         repo_root / "configs" / "quick.json",
-        repo_root / "bundles" / bundle / "configs" / "multi_gpu_train.json",
+        repo_root / "configs" / "multi_gpu_train.json",
         repo_root / "configs" / "multi_gpu_cpu.json",
         *extra,
     ]
@@ -71,13 +71,14 @@ def _assert_rank_zero_writes(ranks, run_root):
 
 @pytest.mark.parametrize("bundle", TRAINING_BUNDLES)
 def test_multi_gpu_overrides_match_the_bundle(repo_root, bundle):
-    """Every logging handler, and only those, is switched off on ranks > 0 in the bundle's own train.json (so that
-    no override refers to a handler by its position); DDP pieces are in place."""
+    """Every logging handler, and only those, is switched off on ranks > 0 in the bundle's train.json merged with the
+    shared base (so that no override refers to a handler by its position); DDP pieces are in place."""
     configs = repo_root / "bundles" / bundle / "configs"
     if not (configs / "train.json").is_file():
         pytest.skip(f"{bundle} is absent")
-    merged = ConfigParser.load_config_files([configs / "train.json", configs / "multi_gpu_train.json"])
-    assert not [k for k in ConfigParser.load_config_file(configs / "multi_gpu_train.json") if "handlers#" in k]
+    base, multi_gpu = repo_root / "configs" / "base" / "train.json", repo_root / "configs" / "multi_gpu_train.json"
+    merged = ConfigParser.load_config_files([configs / "train.json", base, multi_gpu])
+    assert not [k for k in ConfigParser.load_config_file(multi_gpu) if "handlers#" in k]
     assert merged["not_rank_zero"] == "$not monai_genesis.distributed.is_rank_zero()"
     for section in ("train", "validate"):
         for i, handler in enumerate(merged[section]["handlers"]):
@@ -90,10 +91,14 @@ def test_multi_gpu_overrides_match_the_bundle(repo_root, bundle):
     assert merged["train"]["dataloader"]["shuffle"] is False
     assert merged["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
     assert merged["dist_backend"] == "nccl" and "LOCAL_RANK" in merged["device"]
-    assert any("init_process_group(backend=@dist_backend" in e for e in merged["initialize"])
-    assert any("set_determinism(seed=@seed + dist.get_rank())" in e for e in merged["initialize"])
-    assert any("destroy_process_group" in e for e in merged["finalize"])
-    cpu = ConfigParser.load_config_files([configs / "train.json", configs / "multi_gpu_train.json",
+    # the process group starts first, with the chosen backend; each rank seeds its own random streams
+    start = merged["initialize"].index("@process_group")
+    later = [i for i, e in enumerate(merged["initialize"]) if "claim_run" in e or "set_determinism" in e]
+    assert len(later) == 2 and min(later) > start
+    assert "start_process_group(@dist_backend" in merged["process_group"]
+    assert any("set_determinism(seed=@seed + monai_genesis.distributed.rank())" in e for e in merged["initialize"])
+    assert any("end_process_group" in e for e in merged["finalize"])
+    cpu = ConfigParser.load_config_files([configs / "train.json", base, multi_gpu,
                                           repo_root / "configs" / "multi_gpu_cpu.json"])
     assert cpu["dist_backend"] == "gloo" and cpu["network"]["device_ids"] is None and "cpu" in cpu["device"]
 

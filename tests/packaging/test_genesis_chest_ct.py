@@ -158,7 +158,8 @@ def test_fine_tuning_bundles_take_the_released_weights(bundle, repo_root, releas
     if not config.is_file():
         pytest.skip(f"{bundle} is absent")
     path, _, state_dict = released_checkpoint
-    workflow = ConfigWorkflow(config_file=str(config), workflow_type="train", pretrained=str(path),
+    base = repo_root / "configs" / "base" / "train.json"
+    workflow = ConfigWorkflow(config_file=[str(config), str(base)], workflow_type="train", pretrained=str(path),
                               device="$torch.device('cpu')", logging_file=False)
     workflow.initialize()
     loader = workflow.parser.get_parsed_content("train#handlers#0")

@@ -199,9 +199,14 @@ def test_release_of_a_trained_bundle(bundle, tmp_path, repo_root, serve_dir):
     assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
 
     fetched = downloads / bundle
-    # the release carries every fragment its docs tell a user to merge, at the same relative path
+    # the release carries every fragment its docs tell a user to merge, at the same relative path; the shared base is
+    # merged into its train.json instead
     shared = sorted(p.relative_to(repo_root / "configs") for p in (repo_root / "configs").rglob("*.json"))
+    shared = [rel for rel in shared if rel.parts[0] != "base"]
     assert shared and all((fetched / "configs" / rel).is_file() for rel in shared)
+    assert not (fetched / "configs" / "base").exists() and (fetched / "configs" / "multi_gpu_train.json").is_file()
+    train = json.loads((fetched / "configs" / "train.json").read_text())
+    assert train["train"]["trainer"]["_target_"] == "SupervisedTrainer" and "evaluator" in train["validate"]
     quick = fetched / "configs" / "quick.json"
     data = tmp_path / "data"
     data.mkdir()
@@ -276,3 +281,49 @@ def test_github_source_finds_latest_version_from_model_info(tmp_path, serve_dir,
     fetched = json.loads((tmp_path / "downloads" / "tiny_restoration" / "configs" / "metadata.json").read_text())
     assert fetched["version"] == "0.2.0"
     assert (tmp_path / "downloads" / "tiny_restoration_v0.2.0.zip").is_file()
+
+
+def test_release_leaves_out_run_outputs_and_data_and_runs_alone(tmp_path, repo_root, caplog):
+    """A used bundle folder (store, logs, pictures, resume states, scans) packs into a zip of the bundle, its weights
+    and configs only, readable by all, whose train.json (the recipe merged with the base) trains on its own."""
+    import logging
+    import stat
+
+    from monai.bundle import ConfigWorkflow
+
+    src = shutil.copytree(repo_root / "bundles" / "genesis_pretrain", tmp_path / "src" / "genesis_pretrain",
+                          ignore=shutil.ignore_patterns("models", "eval", "runs", "store"))
+    outputs = ["store/store.json", "store/a1b2.npy", "models/model.pt", "models/model_final.pt",
+               "models/resume_checkpoint_epoch=2.pt", "eval/restorations.png", "eval/phantoms/phantom_000.nii.gz",
+               "data/scan.nii.gz", "datalist.npz"]
+    for rel in outputs:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(b"\0")
+    with caplog.at_level(logging.WARNING, logger="monai_genesis.packaging"):
+        zip_path = package(src, out=tmp_path / "dist", fragments=repo_root / "configs")
+    names = _names(zip_path)
+    assert "genesis_pretrain/models/model.pt" in names and "genesis_pretrain/configs/train.json" in names
+    left = [rel for rel in outputs if f"genesis_pretrain/{rel}" not in names]
+    assert left == [rel for rel in outputs if rel != "models/model.pt"]
+    message = " ".join(r.getMessage() for r in caplog.records if "left out of the release" in r.getMessage())
+    for part in ("store/ (2 files)", "models/model_final.pt", "models/resume_checkpoint_epoch=2.pt", "eval/ (2 files)",
+                 "data/ (1 files)", "datalist.npz"):
+        assert part in message, message
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(zip_path).st_mode) == 0o666 & ~umask
+
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(unpacked)
+    configs = unpacked / "genesis_pretrain" / "configs"
+    tiny = {"genesis_features": 2, "patch_size": [16, 16, 16], "phantom_size": [32, 32, 24], "num_phantoms": 3,
+            "cubes_per_volume": 2, "val_cubes_per_volume": 2, "batch_size": 2, "num_workers": 0, "val_interval": 1}
+    workflow = ConfigWorkflow(config_file=[str(configs / "train.json"), str(configs / "quick.json")],
+                              workflow_type="train", logging_file=False, bundle_root=str(tmp_path / "run"), epochs=1,
+                              **tiny)
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    workflow.run()
+    assert (tmp_path / "run" / "models" / "model_final.pt").is_file()
+    assert np.isfinite(workflow.evaluator.state.metrics["val_mse"])
