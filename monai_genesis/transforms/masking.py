@@ -220,8 +220,7 @@ class RandBlockMask(RandomizableTransform):
 
     def randomize(self, spatial_shape: Sequence[int]) -> None:
         """Draw the block mask of an image of ``spatial_shape`` (sides multiples of the block size)."""
-        grid = self.grid_shape(spatial_shape)
-        self._block_mask = draw_block_masks(torch_generator(self.R, torch.device("cpu")), 1, grid, self.mask_ratio)[0]
+        self._block_mask = self.draw(self.R, (1, 1, *spatial_shape))[0]
 
     def voxel_mask(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """The voxel mask of the last draw, boolean ``(*spatial)``, True where masked."""
@@ -252,7 +251,8 @@ class RandBlockMask(RandomizableTransform):
                 f"spatial size {spatial}; call randomize(spatial_shape) for this size."
             )
         plain = img_t.as_tensor() if isinstance(img_t, MetaTensor) else img_t
-        out = apply_block_masks(plain[None], self.voxel_mask(plain.device)[None], self.fill)[0]
+        # a batch of one
+        out = self.apply(plain[None], self._block_mask[None].to(plain.device))[0][0]
         return convert_to_dst_type(out, dst=img_t if isinstance(img, MetaTensor) else img)[0]
 
 
