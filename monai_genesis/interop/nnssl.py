@@ -43,7 +43,9 @@ __all__ = [
     "export_nnssl",
     "is_nnssl_checkpoint",
     "load_nnssl_network",
+    "monai_axis_order",
     "nnssl_to_resenc_key",
+    "permute_spatial_axes",
     "read_nnssl_checkpoint",
     "resenc_architecture",
     "resenc_to_nnssl_key",
@@ -184,11 +186,11 @@ def reverse_spatial_axes(tensor: torch.Tensor, spatial_dims: int = 3) -> torch.T
 
 
 def is_nnssl_checkpoint(obj: Any) -> bool:
-    """Whether a loaded checkpoint object is in nnssl's format (a dict with ``network_weights``) or is a bare
-    state dict of the reference ``ResidualEncoderUNet`` (its stem ``encoder.stem.convs.0.*``)."""
+    """Whether a loaded checkpoint object is in nnssl's format (a dict with ``network_weights`` or another of its
+    keys) or is a bare state dict of the reference ``ResidualEncoderUNet`` (its stem ``encoder.stem.convs.0.*``)."""
     if not isinstance(obj, Mapping):
         return False
-    if isinstance(obj.get("network_weights"), Mapping):
+    if any(k in obj for k in NNSSL_KEYS):
         return True
     return any(isinstance(k, str) and k.startswith(_REFERENCE_STEM) for k in obj)
 
@@ -277,7 +279,34 @@ class NnsslCheckpoint:
     strides: list[list[int]] = field(default_factory=list)
 
 
-def _plan_setting(plan: Mapping[str, Any], reverse_axes: bool) -> PretrainingSetting:
+def monai_axis_order(plan: Mapping[str, Any] | None, spatial_dims: int = 3) -> list[int]:
+    """For each MONAI array axis (x, y, z), the axis of an nnssl network that sees it.
+
+    nnssl reads (z, y, x) arrays and transposes them by its plan's ``transpose_forward`` before the network (the
+    identity in nnssl's pretraining plans), so network axis ``i`` is SimpleITK axis ``transpose_forward[i]``, which
+    is MONAI axis ``spatial_dims - 1 - transpose_forward[i]``. Without a plan: the reversed order.
+
+    Args:
+        plan: the ``nnssl_adaptation_plan``, or None.
+        spatial_dims: number of spatial axes.
+    """
+    forward = list(range(spatial_dims))
+    if isinstance(plan, Mapping):
+        given = (plan.get("pretrain_plan") or {}).get("transpose_forward")
+        if given is not None and sorted(int(a) for a in given) == forward:
+            forward = [int(a) for a in given]
+    return [forward.index(spatial_dims - 1 - m) for m in range(spatial_dims)]
+
+
+def permute_spatial_axes(tensor: torch.Tensor, order: Sequence[int]) -> torch.Tensor:
+    """A convolution kernel ``(out, in, *k)`` whose spatial axis ``m`` is the input's spatial axis ``order[m]``;
+    other tensors unchanged."""
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim != len(order) + 2 or list(order) == sorted(order):
+        return tensor
+    return tensor.permute(0, 1, *[2 + a for a in order]).contiguous()
+
+
+def _plan_setting(plan: Mapping[str, Any], order: Sequence[int] | None) -> PretrainingSetting:
     arch = plan.get("architecture_plans") or {}
     pretrain = plan.get("pretrain_plan") or {}
     configurations = pretrain.get("configurations") or {}
@@ -288,7 +317,7 @@ def _plan_setting(plan: Mapping[str, Any], reverse_axes: bool) -> PretrainingSet
         if v is None:
             return None
         v = list(v)
-        return v[::-1] if reverse_axes else v
+        return [v[a] for a in order] if order is not None and len(v) == len(order) else v
 
     return PretrainingSetting(
         architecture=arch.get("arch_class_name"),
@@ -319,7 +348,8 @@ def read_nnssl_checkpoint(
     Args:
         checkpoint: the file (read with ``torch.load(weights_only=True)``) or the loaded object.
         reverse_axes: reverse the spatial axes of the kernels, strides, spacing and patch size, from nnssl's
-            (z, y, x) arrays to MONAI's (x, y, z) (see the module's docstring). False keeps nnssl's order.
+            (z, y, x) arrays to MONAI's (x, y, z) (see the module's docstring), after undoing the plan's
+            ``transpose_forward`` (:py:func:`monai_axis_order`). False keeps the order as stored.
         source: how to name the checkpoint in messages (default: its path, or ``"state dict"``).
     """
     from monai_genesis.weights import safe_load
@@ -335,7 +365,11 @@ def read_nnssl_checkpoint(
         weights, plan, trainer = obj, None, None
     else:
         keys = list(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
-        raise _refuse(source, f"no network_weights found (top level: {keys})", "it is not an nnssl checkpoint")
+        raise _refuse(
+            source,
+            f"no network_weights found (top level: {keys})",
+            "an nnssl checkpoint holds its network's state dict there; pass the release's checkpoint_final.pth",
+        )
     primus = [k for k in weights if k.startswith(_PRIMUS_KEYS)]
     arch = (plan or {}).get("architecture_plans", {}).get("arch_class_name") if isinstance(plan, Mapping) else None
     if primus or (arch and str(arch).startswith("Primus")):
@@ -362,8 +396,9 @@ def read_nnssl_checkpoint(
     spatial_dims = weights["encoder.stem.convs.0.all_modules.0.weight" if "encoder.stem.convs.0.all_modules.0.weight"
                            in weights else "encoder.stem.convs.0.conv.weight"].ndim - 2
     result = NnsslCheckpoint(source=source, state_dict={}, trainer=trainer)
+    order = monai_axis_order(plan, spatial_dims) if reverse_axes else list(range(spatial_dims))
     if isinstance(plan, Mapping):
-        result.setting = _plan_setting(plan, reverse_axes)
+        result.setting = _plan_setting(plan, order)
     plain: dict[str, tuple[str, torch.Tensor]] = {}
     for key, value in weights.items():
         if key.startswith("decoder.encoder."):
@@ -375,7 +410,7 @@ def read_nnssl_checkpoint(
             result.skipped[key] = why
             continue
         ours, copy = found
-        value = reverse_spatial_axes(value, spatial_dims) if reverse_axes else value
+        value = permute_spatial_axes(value, order)
         if copy == "plain":
             plain[ours] = (key, value)
             result.skipped[key] = "the second name of a conv / norm (the all_modules copy is read)"

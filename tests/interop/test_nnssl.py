@@ -176,6 +176,9 @@ def test_bare_reference_state_dict_is_recognised(reference):
          r"bad\.pth: its adaptation plan's architecture is PlainConvUNet; only \['ResEncL', 'ResidualEncoderUNet'\]"),
         (lambda w: {"network_weights": {"decoder.seg_layers.0.weight": torch.zeros(1)}},
          r"bad\.pth: no ResEnc stem \(encoder\.stem\.convs\.0\.\*\).*not a ResidualEncoderUNet checkpoint"),
+        (lambda w: {"spark_weights": {}, "nnssl_adaptation_plan": adaptation_plan(), "trainer_name": "SparkTrainer"},
+         r"bad\.pth: no network_weights found \(top level: \['spark_weights', 'nnssl_adaptation_plan', "
+         r"'trainer_name'\]\); an nnssl checkpoint holds its network's state dict there"),
     ],
 )
 def test_what_cannot_load_is_refused_naming_file_and_reason(reference, tmp_path, make, match):
@@ -289,3 +292,21 @@ def test_nnunet_loads_the_export_with_its_own_pretrained_weights_loader(tmp_path
     encoder = [k for k in loaded.state_dict() if k.startswith(("encoder.stem.", "encoder.stages."))]
     assert len(encoder) > 224
     assert all(torch.equal(loaded.state_dict()[k], written[k]) for k in encoder)
+
+
+def test_a_plan_that_transposed_the_arrays_is_undone_on_import(reference, tmp_path):
+    """nnU-Net-style plans may transpose the (z, y, x) arrays before the network (``transpose_forward``)."""
+    plan = adaptation_plan(spacing=(3.0, 0.5, 0.7))  # spacing and patch in the network's (transposed) order
+    plan["pretrain_plan"]["transpose_forward"] = [2, 0, 1]  # the network sees (x, z, y)
+    plan["pretrain_plan"]["transpose_backward"] = [1, 2, 0]
+    path = tmp_path / "transposed.pth"
+    torch.save(release_checkpoint(reference.state_dict(), plan), path)
+    net = load_nnssl_network(path).double()
+    x_zyx = torch.randn(1, 1, 24, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        want = reference.double()(x_zyx.permute(0, 1, 4, 2, 3))  # network axes (x, z, y)
+        got = net(x_zyx.permute(0, 1, 4, 3, 2))  # MONAI's (x, y, z)
+    reference.float()
+    assert (got - want.permute(0, 1, 2, 4, 3)).abs().max().item() <= 1e-6
+    setting = read_nnssl_checkpoint(path).setting
+    assert setting.spacing == [3.0, 0.7, 0.5]  # x, y, z
