@@ -143,7 +143,7 @@ class _ItemCorruption(RandomizableTransform):
         return self.draw_items(R, (shape[0] * shape[1], *shape[2:]), device)
 
     def apply(self, x: torch.Tensor, draw: ItemDraw) -> torch.Tensor:
-        """Corrupt a batch ``(B, C, *spatial)`` (a plain tensor) with ``draw``; returns ``x`` itself when the draw
+        """Corrupt a batch ``(B, C, *spatial)`` (a plain tensor) with ``draw``; returns a view of ``x`` when the draw
         corrupts nothing."""
         return self.apply_items(x.reshape(-1, *x.shape[2:]), draw).reshape(x.shape)
 
