@@ -735,14 +735,15 @@ class VolumeStore(Sequence):
         """Bytes on disk of this store's volumes."""
         return sum(os.path.getsize(self[k].path) for k in self.keys)
 
-    def check_channels(self, channels: int, flag: str = "--in_channels") -> None:
+    def check_channels(self, channels: int) -> None:
         """Refuse, naming the file, a volume whose channel count is not ``channels`` (what the network takes)."""
         for key in self.keys:
             found = int(self.records[key]["shape"][0])
             if found != channels:
                 raise GenesisInputError(
                     f"{self.records[key]['source']} has {found} channels, the network takes {channels}; pass "
-                    f"{flag} {found} (multi-channel pretraining) or give single-channel volumes."
+                    f"--in_channels {found} --out_channels {found} (multi-channel pretraining: the network restores "
+                    "every channel) or give volumes of one channel."
                 )
 
     @classmethod

@@ -67,5 +67,5 @@ def test_bad_stores_and_volumes_end_the_run_on_their_name(tmp_path):
     two = _volumes(tmp_path / "two", channels=2)
     proc = _run(tmp_path / "b", check=False, dataset_dir=str(two), intensity="minmax")
     last = proc.stderr.strip().splitlines()[-1]
-    assert proc.returncode != 0 and "ct0.nii.gz has 2 channels, the network takes 1; pass --in_channels 2" in last
+    assert proc.returncode != 0 and "ct0.nii.gz has 2 channels, the network takes 1; pass --in_channels 2 --out_channels 2" in last
     assert not (tmp_path / "b" / "models" / "model_final.pt").exists()

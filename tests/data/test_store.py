@@ -344,7 +344,7 @@ def test_channels_are_checked_against_the_network(tmp_path, volumes):
     two = _write_ct(tmp_path / "src" / "two.nii.gz", shape=(24, 24, 12), channels=2)
     store = ensure_store([two], str(tmp_path / "store"), StoreSettings(intensity="minmax"), progress=False)
     assert store[0].shape[0] == 2
-    with pytest.raises(GenesisInputError, match=r"two.nii.gz has 2 channels, the network takes 1; pass --in_channels 2"):
+    with pytest.raises(GenesisInputError, match=r"two.nii.gz has 2 channels, the network takes 1; pass --in_channels 2 --out_channels 2"):
         ensure_store([two], str(tmp_path / "store"), StoreSettings(intensity="minmax"), channels=1, progress=False)
 
 
