@@ -35,6 +35,9 @@ first batch size of a bundle runs every variant; its other batch sizes run fp32 
 fastest safe variant is written per bundle as the recommended GPU setting. ``--max-minutes`` leaves out the runs
 that would start after that time (named in the results), so a short GPU slot always ends with its files.
 
+``--flops-only``: the bound on paper without a device: the FLOPs per cube of every bundle and batch counted on the
+``meta`` device, and the bound cubes/s on the H200, H100 and A100 (``gpu_suite_flops.json`` and ``.md``).
+
 ``--smoke``: tiny networks, cubes and batches, 1 + 1 steps, variants fp32, bf16 and channels_last, on the CPU with
 one thread and the corruptions' torch code (the code a GPU runs; ``MONAI_GENESIS_NUMBA=0``); the tests run it so that
 a GPU slot is not spent on a bug.
@@ -51,7 +54,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -283,6 +285,48 @@ def run_variant(task: Task, variant_name: str, args, reference_loss: float, flop
     return row
 
 
+# -- the bound on paper ---------------------------------------------------------------------------------------------------
+
+
+def paper_flops(names, smoke: bool) -> list[dict]:
+    """FLOPs per cube of each bundle's training step (forward, loss, backward) at every batch size, counted on the
+    ``meta`` device (shapes only: no memory, no device), and the bound cubes/s on the datasheet devices."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows = []
+    for name in names:
+        spec = {**BUNDLES[name], **(SMOKE[name] if smoke else {})}
+        parser = bundle_parser(spec["bundle"], dict(spec["overrides"]))
+        with torch.device("meta"):
+            net = parser.get_parsed_content("network_def", lazy=False)
+        loss = parser.get_parsed_content("loss")
+        for batch in spec["batches"]:
+            x = torch.empty(batch, 1, *spec["size"], device="meta")
+            # the targets: the clean cube (genesis), clean and mask (mae, MaskedMSELoss), class indices (cspr)
+            y = {"genesis": lambda: torch.empty_like(x),
+                 "mae": lambda: torch.empty(batch, 2, *spec["size"], device="meta"),
+                 "cspr": lambda: torch.zeros(batch, dtype=torch.long, device="meta")}[name]()
+            with FlopCounterMode(display=False) as counter:
+                loss(net(x).float(), y).backward()
+            per_cube = counter.get_total_flops() / batch
+            network = f"{spec['network']} (smoke sizes)" if smoke else spec["network"]
+            rows.append({"bundle": name, "network": network, "size": spec["size"], "batch": batch,
+                         "flops_per_cube": per_cube,
+                         "bound_cubes_per_s": {key: tflops * 1e12 / per_cube for key, tflops in BF16_PEAK_TFLOPS}})
+    return rows
+
+
+def paper_table(rows: list[dict]) -> str:
+    devices = ["H200", "H100", "A100"]
+    return common.markdown_table(
+        ["bundle", "network", "input", "batch", "GFLOP per cube (step)",
+         *[f"bound cubes/s, {d} ({dict(BF16_PEAK_TFLOPS)[d]:g} TFLOP/s bf16)" for d in devices]],
+        [[r["bundle"], r["network"], "×".join(map(str, r["size"])), r["batch"], f"{r['flops_per_cube'] / 1e9:,.1f}",
+          *[f"{r['bound_cubes_per_s'][d]:,.0f}" for d in devices]] for r in rows],
+        ["l", "l", "l"] + ["r"] * 5,
+    )
+
+
 # -- the suite ------------------------------------------------------------------------------------------------------------
 
 
@@ -302,6 +346,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--results", default=str(common.DEFAULT_RESULTS), help="folder of the result files")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
     parser.add_argument("--work", help="folder of the volumes and stores (default: a temporary folder)")
+    parser.add_argument("--flops-only", action="store_true",
+                        help="only count the FLOPs per cube on the meta device and the bounds on the datasheet devices "
+                        "(no device needed, seconds)")
     args = parser.parse_args(argv)
     smoke = args.smoke
     defaults = {"variants": ["fp32", "bf16", "channels_last"] if smoke else list(VARIANTS), "steps": 1 if smoke else 20,
@@ -318,6 +365,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.flops_only:
+        rows = paper_flops(args.bundles, args.smoke)
+        payload = {"benchmark": "gpu_suite_flops", "setting": "smoke" if args.smoke else "full",
+                   "command": common.command_line(__file__, argv),
+                   "machine": common.machine_info(torch.device("cpu")),
+                   "peaks_tflops_bf16": dict(BF16_PEAK_TFLOPS), "flops": rows}
+        text = paper_table(rows) + (
+            "\n\nFLOPs of one training step (forward, loss, backward) counted by torch.utils.flop_counter on the meta "
+            "device, per cube; the bound is the device's dense bf16 peak (datasheet) over it.")
+        name = "_".join(p for p in ("gpu_suite_flops", "smoke" if args.smoke else "", args.tag) if p)
+        common.write_results(args.results, name, payload, text)
+        print(text)
+        return payload
     device = common.resolve_device(args.device)
     if args.smoke:
         # the torch code of the corruptions, which a GPU runs, not the compiled CPU kernels (compiled on first use)
@@ -384,6 +444,8 @@ def main(argv=None) -> dict:
                    "max_minutes": args.max_minutes, "peak_tflops": peak, "peak_source": peak_source,
                    "safe_loss_difference": SAFE_LOSS_DIFFERENCE},
         "flops": flops_rows,
+        # the same count on the meta device, at every batch of the setting (the bound on paper)
+        "paper": paper_flops(args.bundles, args.smoke),
         "results": rows,
         "recommended": recommended,
         "skipped": skipped,

@@ -44,5 +44,10 @@ def test_gpu_suite_smoke(tmp_path):
     genesis = rows[0]["flops_per_step"]
     assert 2.5 * counter.get_total_flops() < genesis <= 3 * counter.get_total_flops()
     assert set(payload["recommended"]) == {"genesis", "mae", "cspr"}
+    # the bound on paper (also what --flops-only writes) counts the same FLOPs on the meta device, without data
+    paper = payload["paper"]
+    measured = {r["bundle"]: r["flops_per_cube"] for r in rows}
+    assert {r["bundle"]: r["flops_per_cube"] for r in paper} == pytest.approx(measured)
+    assert paper[0]["bound_cubes_per_s"]["H200"] == pytest.approx(989.4e12 / measured["genesis"])
     assert table.startswith("# gpu_suite_smoke_cpu\n") and "| genesis | 2 | fp32 |" in table
     assert "Recommended (fastest safe variant)" in table
