@@ -73,6 +73,8 @@ class PretrainedLoader:
             and encoder of an ``mae_pretrain`` model, the decoder fresh); None loads every matching tensor.
         repeat_input_channels: load a one-input-channel kernel into a multi-channel one, repeated over the
             channels and divided by their number (the stem of a one-channel pretraining, multi-channel input).
+        intensity: the run's intensity setting (the bundles' ``intensity``); an nnssl checkpoint's pretraining
+            normalisation is compared with it, and a difference is warned about with the override that matches.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class PretrainedLoader:
         min_loaded: int = 1,
         include_prefixes: str | Sequence[str] | None = None,
         repeat_input_channels: bool = False,
+        intensity: str | None = None,
     ) -> None:
         pretrained = check_pretrained(pretrained, finetune)
         self.network = network
@@ -95,6 +98,7 @@ class PretrainedLoader:
         self.min_loaded = int(min_loaded)
         self.include_prefixes = include_prefixes
         self.repeat_input_channels = bool(repeat_input_channels)
+        self.intensity = intensity
         self.report = None
 
     def attach(self, engine: Engine) -> None:
@@ -113,6 +117,7 @@ class PretrainedLoader:
             min_loaded=self.min_loaded,
             include_prefixes=self.include_prefixes,
             repeat_input_channels=self.repeat_input_channels,
+            intensity=self.intensity,
         )
         encoder = [k for k in net.state_dict() if k.startswith(self.encoder_prefix)]
         encoder_loaded = len(set(encoder) & set(self.report.loaded))

@@ -34,11 +34,11 @@ def reference():
     return reference_unet(strides=_zyx(QUICK_STRIDES), kernels=[[3, 3, 3]] * 6)
 
 
-def _fine_tune(tmp_path, checkpoint, caplog):
+def _fine_tune(tmp_path, checkpoint, caplog, extra=()):
     with caplog.at_level(logging.INFO, logger="monai_genesis"):
         # the README's command: train.json, then the ResEnc preset, then the quick settings
-        workflow = run_workflow("genesis_segmentation", "train", tmp_path, [RESENC, QUICK], pretrained=str(checkpoint),
-                                **NET)
+        workflow = run_workflow("genesis_segmentation", "train", tmp_path, [RESENC, *extra, QUICK],
+                                pretrained=str(checkpoint), **NET)
     loader = next(h for h in workflow.parser.get_parsed_content("train#handlers") if hasattr(h, "finetune"))
     return workflow, loader.report
 
@@ -48,17 +48,23 @@ def test_segmentation_fine_tunes_from_an_nnssl_checkpoint(form, reference, tmp_p
     weights = reference.state_dict() if form == "release" else s3d_weights(reference)
     path = tmp_path / "checkpoint_final.pth"
     torch.save(release_checkpoint(weights), path)
-    workflow, report = _fine_tune(tmp_path / "run", path, caplog)
+    # the S3D run merges the MAE fine-tuning fragment, which sets the z-score intensity of pretraining
+    extra = [str(REPO / "configs" / "finetune_mae.json")] if form == "s3d" else []
+    workflow, report = _fine_tune(tmp_path / "run", path, caplog, extra)
     network = workflow.parser.get_parsed_content("network")
     encoder = sorted(k for k in network.state_dict() if k.startswith("encoder."))
     assert len(encoder) == 224 and sorted(report.loaded) == encoder
     assert "224 of the 224 encoder tensors (encoder.*)" in caplog.text
     assert "pretrained as ResidualEncoderUNet (onemmiso): spacing [1.0, 1.0, 1.0] mm" in caplog.text
     assert (tmp_path / "run" / "models" / "model_final.pt").is_file()
+    intensity_advice = "pass --intensity zscore, or merge configs/finetune_mae.json"
     if form == "s3d":
         assert len(report.stale) == 244 and "differ from their all_modules copy" in caplog.text
+        assert intensity_advice not in caplog.text
     else:
         assert not report.stale and "all_modules copy" not in caplog.text
+        # the bundle's default CT window differs from the z-score of pretraining: said, with the override
+        assert "intensity='ct'" in caplog.text and intensity_advice in caplog.text
 
 
 def test_exported_mae_model_loads_strictly_into_the_reference(tmp_path):
