@@ -310,3 +310,11 @@ def test_a_plan_that_transposed_the_arrays_is_undone_on_import(reference, tmp_pa
     assert (got - want.permute(0, 1, 2, 4, 3)).abs().max().item() <= 1e-6
     setting = read_nnssl_checkpoint(path).setting
     assert setting.spacing == [3.0, 0.7, 0.5]  # x, y, z
+
+
+def test_classifier_takes_the_encoder_of_an_nnssl_checkpoint(reference):
+    from monai_genesis.networks import ResEncClassifier
+
+    classifier = ResEncClassifier(num_classes=2, features=FEATURES, strides=STRIDES_XYZ, kernel_size=KERNELS_XYZ)
+    report = load_pretrained(classifier, release_checkpoint(reference.state_dict()))
+    assert len(report.loaded) == 224 and sorted(report.loaded) == _encoder(classifier.state_dict())
