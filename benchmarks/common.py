@@ -169,8 +169,11 @@ def read_bundle_item(bundle: str, item_id: str, name: str = "train") -> Any:
     """The raw (unparsed) content of ``item_id`` in a bundle's config, to derive an override from it."""
     from monai.bundle import ConfigParser
 
+    from monai_genesis.packaging import train_config_files
+
     parser = ConfigParser()
-    parser.read_config(bundle_config(bundle, name))
+    # a training config is read merged with the shared base it is a recipe over
+    parser.read_config(train_config_files(BUNDLES / bundle) if name == "train" else bundle_config(bundle, name))
     return parser[item_id]
 
 
@@ -190,7 +193,9 @@ def bundle_workflow(bundle: str, root: str | Path, extra_configs: Sequence[str] 
     """
     from monai.bundle import ConfigWorkflow
 
-    files = [bundle_config(bundle, "train"), *[str(c) for c in extra_configs]]
+    from monai_genesis.packaging import train_config_files
+
+    files = [*train_config_files(BUNDLES / bundle), *[str(c) for c in extra_configs]]
     workflow = ConfigWorkflow(
         config_file=files,
         meta_file=bundle_config(bundle, "metadata"),

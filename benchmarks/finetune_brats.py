@@ -374,7 +374,7 @@ def finetune(args, device, work: Path, run_name: str, datalist: Path, pretrained
         epochs = interval * math.ceil(epochs / interval)
     deterministic = [
         t for t in common.read_bundle_item(BUNDLE, "train#deterministic_transforms")
-        if not (isinstance(t, str) and "intensity_transform" in t)
+        if "intensity_transform" not in str(t)  # an expression or a _target_ component
     ]
     overrides = {
         "datalist": str(datalist),

@@ -32,6 +32,7 @@ __all__ = [
     "flattened_train_config",
     "left_out_files",
     "shared_fragments",
+    "train_config_files",
     "write_bundle_zip",
 ]
 
@@ -150,6 +151,22 @@ def flattened_train_config(train: str | os.PathLike, base: str | os.PathLike) ->
     base_keys = [k for k in ConfigParser.load_config_file(base) if not k.startswith("+") and "#" not in k]
     order = ["imports"] + [k for k in base_keys if k in merged and k not in own] + list(own)
     return {**{k: merged[k] for k in order if k in merged}, **merged}
+
+
+def train_config_files(bundle: str | os.PathLike) -> list[str]:
+    """The config files a training run of ``bundle`` merges, in order: its ``configs/train.json``, then the shared
+    base ``configs/base/train.json`` of the project when the bundle's file is a recipe over it (it has no
+    ``train#trainer`` of its own). The ``--config_file`` list of a run, before any fragment.
+
+    Args:
+        bundle: folder of the bundle (``bundles/NAME`` of the project, or an unpacked release).
+    """
+    train = Path(bundle) / "configs" / "train.json"
+    folder = shared_fragments(bundle)
+    base = folder / BASE_TRAIN if folder is not None else None
+    own = ConfigParser.load_config_file(train)
+    recipe = isinstance(own.get("train"), dict) and "trainer" not in own["train"]
+    return [str(train)] + ([str(base)] if recipe and base is not None and base.is_file() else [])
 
 
 def left_out_files(bundle: str | os.PathLike, packed: Sequence[tuple]) -> list[str]:

@@ -327,3 +327,19 @@ def test_release_leaves_out_run_outputs_and_data_and_runs_alone(tmp_path, repo_r
     workflow.run()
     assert (tmp_path / "run" / "models" / "model_final.pt").is_file()
     assert np.isfinite(workflow.evaluator.state.metrics["val_mse"])
+
+
+def test_train_config_files_add_the_base_to_a_recipe_only(tmp_path, repo_root):
+    from monai_genesis.packaging import train_config_files
+
+    recipe = train_config_files(repo_root / "bundles" / "genesis_pretrain")
+    assert recipe == [str(repo_root / "bundles" / "genesis_pretrain" / "configs" / "train.json"),
+                      str((repo_root / "configs" / "base" / "train.json").resolve())]
+    # a train.json with its own trainer is whole: nothing is merged into it
+    bundle = make_tiny_bundle(tmp_path / "project" / "bundles")
+    (tmp_path / "project" / "configs" / "base").mkdir(parents=True)
+    (tmp_path / "project" / "configs" / "base" / "train.json").write_text("{}")
+    whole = json.loads((bundle / "configs" / "train.json").read_text())
+    whole["train"] = {"trainer": {"_target_": "SupervisedTrainer"}}
+    (bundle / "configs" / "train.json").write_text(json.dumps(whole))
+    assert train_config_files(bundle) == [str(bundle / "configs" / "train.json")]
