@@ -147,10 +147,13 @@ def flattened_train_config(train: str | os.PathLike, base: str | os.PathLike) ->
     if not isinstance(own.get("train"), dict) or "trainer" in own["train"]:
         return None
     merged = ConfigParser.load_config_files([train, base])
-    # the knobs every run sets (bundle_root, device, seed, ...) first, as in Model Zoo configs
+    # the knobs every run sets (bundle_root, device, seed, ...) first and the workflow's steps last, as in Model Zoo
+    # configs
+    steps = ["initialize", "run", "finalize"]
     base_keys = [k for k in ConfigParser.load_config_file(base) if not k.startswith("+") and "#" not in k]
-    order = ["imports"] + [k for k in base_keys if k in merged and k not in own] + list(own)
-    return {**{k: merged[k] for k in order if k in merged}, **merged}
+    order = ["imports"] + [k for k in base_keys if k not in own and k not in steps] + list(own)
+    order = [k for k in order if k not in steps] + [k for k in merged if k not in order and k not in steps] + steps
+    return {k: merged[k] for k in order if k in merged}
 
 
 def train_config_files(bundle: str | os.PathLike) -> list[str]:

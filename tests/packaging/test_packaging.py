@@ -335,6 +335,12 @@ def test_train_config_files_add_the_base_to_a_recipe_only(tmp_path, repo_root):
     recipe = train_config_files(repo_root / "bundles" / "genesis_pretrain")
     assert recipe == [str(repo_root / "bundles" / "genesis_pretrain" / "configs" / "train.json"),
                       str((repo_root / "configs" / "base" / "train.json").resolve())]
+    # the release's train.json is the merge a run makes, its knobs first and its workflow steps last
+    from monai_genesis.packaging import flattened_train_config
+
+    flattened = flattened_train_config(*recipe)
+    assert flattened == ConfigParser.load_config_files(recipe)
+    assert list(flattened)[:2] == ["imports", "bundle_root"] and list(flattened)[-3:] == ["initialize", "run", "finalize"]
     # a train.json with its own trainer is whole: nothing is merged into it
     bundle = make_tiny_bundle(tmp_path / "project" / "bundles")
     (tmp_path / "project" / "configs" / "base").mkdir(parents=True)
