@@ -149,7 +149,8 @@ class Task:
         from monai.data import CacheDataset, DataLoader
 
         workers = args.workers
-        common_args = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=self.device.type == "cuda")
+        # as the bundles' loaders (no pinned memory)
+        common_args = {"num_workers": workers, "persistent_workers": workers > 0}
         if self.name == "cspr":
             from monai_genesis.data.natural import synthetic_natural_images
 
@@ -397,14 +398,22 @@ def main(argv=None) -> dict:
                 if clock() > args.max_minutes * 60:
                     skipped.append(f"{name} batch {batch}")
                     continue
-                task = Task(name, spec, batch, args, device, work)
-                flops = count_flops(task)
+                try:
+                    task = Task(name, spec, batch, args, device, work)
+                    flops = count_flops(task)
+                    net, _ = task.network()
+                    with torch.no_grad():
+                        reference = float(task.loss(net(task.check[0], **task.check[2]).float(), task.check[1]))
+                    del net
+                except Exception as e:  # noqa: BLE001 - out of memory at this batch: the other runs still run
+                    logger.warning(f"{name} batch {batch} could not start: {e}")
+                    rows.append({"bundle": name, "batch": batch, "variant": "setup", "safe": False,
+                                 "error": f"{type(e).__name__}: {str(e)[:300]}"})
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
                 flops_rows.append({"bundle": name, "batch": batch, "flops_per_step": flops,
                                    "flops_per_cube": flops / batch})
-                net, _ = task.network()
-                with torch.no_grad():
-                    reference = float(task.loss(net(task.check[0], **task.check[2]).float(), task.check[1]))
-                del net
                 if k == 0:
                     variants = args.variants
                 else:
@@ -418,7 +427,7 @@ def main(argv=None) -> dict:
                     logger.info(f"{name} batch {batch} {variant} ...")
                     try:
                         row = run_variant(task, variant, args, reference, flops, peak)
-                    except Exception as e:  # a variant that fails (a compiler error, out of memory) is a result
+                    except Exception as e:  # noqa: BLE001 - a variant that fails (a compiler error, out of memory) is a result
                         logger.warning(f"{name} batch {batch} {variant} failed: {e}")
                         row = {"bundle": name, "batch": batch, "variant": variant, "error": f"{type(e).__name__}: "
                                f"{str(e)[:300]}", "safe": False}
