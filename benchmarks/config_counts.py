@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     name = "_".join(p for p in ("config_counts", args.tag) if p)
     payload = {"command": common.command_line("benchmarks/config_counts.py", argv),
                "machine": common.machine_info(torch.device("cpu")), **result}
-    json_path, md_path = common.write_results(args.results, name, payload, table(result))
+    _, md_path = common.write_results(args.results, name, payload, table(result))
     print(md_path.read_text())
     return 0
 

@@ -26,11 +26,11 @@ from monai.bundle import ConfigParser
 from monai_genesis.utils import file_digest
 
 __all__ = [
-    "package",
-    "read_large_files",
     "bundle_files",
     "flattened_train_config",
     "left_out_files",
+    "package",
+    "read_large_files",
     "shared_fragments",
     "train_config_files",
     "write_bundle_zip",
