@@ -130,6 +130,7 @@ def run_one(task: str, datalist: Path, init: str, seed: int, args, device: torch
         "num_crops": 2,
         "num_workers": 0,
         "detection_patch_size": args.patch_size,
+        "returned_layers": args.returned_layers,
         "detection_roi_size": args.roi_size,
         "learning_rate": args.learning_rate,
         "patience": 1000,
@@ -210,7 +211,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--spacing", type=float, help="resample the volumes to this isotropic spacing in mm")
     parser.add_argument("--patch-size", type=int, nargs=3, default=[64, 64, 64], help="training crop, sides divisible by 32")
     parser.add_argument("--roi-size", type=int, nargs=3, default=[96, 96, 64], help="sliding-window ROI of validation")
-    parser.add_argument("--batch-size", type=int, default=4, help="crops per step (2 per image)")
+    parser.add_argument("--batch-size", type=int, default=2, help="images per step (2 crops each)")
+    parser.add_argument("--returned-layers", type=int, nargs="+", default=[2, 3, 4], help="ResNet stages in the pyramid")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--min-box-voxels", type=int, default=30, help="smallest component that makes a box")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared CPU)")

@@ -9,6 +9,8 @@ part.
 
 from __future__ import annotations
 
+import torch
+
 from monai_genesis.detection.networks import BACKBONE_PREFIX
 from monai_genesis.errors import GenesisInputError
 from monai_genesis.networks.resnet import ResNet18Encoder
@@ -83,7 +85,9 @@ def check_backbone_checkpoint(pretrained: str | None, in_channels: int = 1) -> s
     keys = list(state)
     prefix_map = backbone_prefix_map(pretrained)
     prefix = next(iter(prefix_map)) if prefix_map else "feature_extractor.body."
-    reference = ResNet18Encoder(in_channels).state_dict()
+    # shapes only: built on the meta device, no memory or initialisation
+    with torch.device("meta"):
+        reference = ResNet18Encoder(in_channels).state_dict()
     wrong = []
     for key in keys:
         if not key.startswith(prefix):

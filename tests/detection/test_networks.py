@@ -28,9 +28,9 @@ def test_retinanet_levels_and_backbone_names(retinanet):
     assert len(backbone) == 120 and f"{BACKBONE_PREFIX}layer4.1.bn2.running_var" in backbone
     assert retinanet.size_divisible == (32, 32, 32) and size_divisible([2, 3, 4]) == 64
     with torch.no_grad():
-        out = retinanet(torch.rand(1, 1, 64, 64, 32))
-    assert [tuple(t.shape) for t in out["classification"]] == [(1, 6, 8, 8, 4), (1, 6, 4, 4, 2), (1, 6, 2, 2, 1)]
-    assert [tuple(t.shape) for t in out["box_regression"]] == [(1, 18, 8, 8, 4), (1, 18, 4, 4, 2), (1, 18, 2, 2, 1)]
+        out = retinanet(torch.rand(1, 1, 64, 32, 32))
+    assert [tuple(t.shape) for t in out["classification"]] == [(1, 6, 8, 4, 4), (1, 6, 4, 2, 2), (1, 6, 2, 1, 1)]
+    assert [tuple(t.shape) for t in out["box_regression"]] == [(1, 18, 8, 4, 4), (1, 18, 4, 2, 2), (1, 18, 2, 1, 1)]
     with pytest.raises(ValueError, match="returned_layers must be increasing"):
         resnet18_retinanet(returned_layers=[3, 2])
 
@@ -79,11 +79,14 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     torch.save(GenesisUNet(features=2).state_dict(), unet)
     with pytest.raises(GenesisInputError, match=r"genesis_unet.pt holds no ResNet trunk.*another architecture.*cspr_pretrain.*--pretrained ''"):
         check_backbone_checkpoint(str(unet))
+    # a ResNet-34's trunk: the ResNet-18's tensors and a third block in layer1
+    state = resnet18(spatial_dims=3, n_input_channels=1, shortcut_type="B", bias_downsample=False).state_dict()
+    state["layer1.2.conv1.weight"] = state["layer1.1.conv1.weight"]
     resnet34 = tmp_path / "resnet34.pt"
-    torch.save(torch.nn.Module.state_dict(__import__("monai").networks.nets.resnet34(spatial_dims=3, n_input_channels=1)), resnet34)
+    torch.save(state, resnet34)
     with pytest.raises(GenesisInputError, match=r"resnet34.pt is a MONAI or MedicalNet ResNet state dict but not a ResNet-18.*layer1.2"):
         check_backbone_checkpoint(str(resnet34))
     wide = tmp_path / "two_channels.pt"
-    torch.save(ResNet18Classifier(2, 4).state_dict(), wide)
+    torch.save({"encoder.conv1.weight": torch.zeros(64, 2, 7, 7, 7), "encoder.layer1.0.conv1.weight": torch.zeros(64, 64, 3, 3, 3)}, wide)
     with pytest.raises(GenesisInputError, match=r"stem takes 2 input channel\(s\): set --in_channels 2"):
         check_backbone_checkpoint(str(wide), in_channels=1)
