@@ -2,8 +2,9 @@
 
 The vectorised torch code of each corruption runs on any device, but on the CPU it makes a dozen passes over
 arrays larger than the image (the local shuffle's 2.5 × 10⁵ (block, voxel) pairs per 64×64×32 cube). A loop
-compiled by Numba does each in one pass and returns exactly the same values from the same draws. It is used on
-the CPU when ``numba`` can be imported and ``MONAI_GENESIS_NUMBA`` is not ``0``; otherwise the torch code runs.
+compiled by Numba does each in one pass and returns exactly the same values from the same draws. They are called
+by one backend only, :py:class:`monai_genesis.transforms.backend.CompiledCPUBackend`, which ``backend_for`` chooses
+on the CPU when ``numba`` can be imported and ``MONAI_GENESIS_NUMBA`` is not ``0``; otherwise the torch code runs.
 Each kernel is compiled on its first call (a few seconds for all of them, once) and cached on disk where Numba can
 write its cache, so a later process loads them all with its first call in about a second (Numba's import
 included).
