@@ -12,7 +12,7 @@ from monai_genesis.detection.boxes import (
     world_to_voxel_boxes,
 )
 from monai_genesis.detection.datalist import detection_datalist, image_geometry, inference_datalist, read_box_datalist
-from monai_genesis.detection.detector import ATSSRetinaNetDetector
+from monai_genesis.detection.detector import ATSSRetinaNetDetector, retinanet_detector
 from monai_genesis.detection.engines import (
     COCODetectionMetric,
     DetectionEvaluator,
@@ -50,6 +50,7 @@ __all__ = [
     "inference_datalist",
     "read_box_datalist",
     "resnet18_retinanet",
+    "retinanet_detector",
     "size_divisible",
     "voxel_to_world_boxes",
     "world_to_voxel_boxes",

@@ -90,3 +90,18 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     torch.save({"encoder.conv1.weight": torch.zeros(64, 2, 7, 7, 7), "encoder.layer1.0.conv1.weight": torch.zeros(64, 64, 3, 3, 3)}, wide)
     with pytest.raises(GenesisInputError, match=r"stem takes 2 input channel\(s\): set --in_channels 2"):
         check_backbone_checkpoint(str(wide), in_channels=1)
+
+
+def test_bundle_detector_is_set_up_as_the_model_zoo_one(retinanet):
+    from monai.apps.detection.utils.ATSS_matcher import ATSSMatcher
+    from monai.apps.detection.utils.hard_negative_sampler import HardNegativeSampler
+
+    from monai_genesis.detection import retinanet_detector
+
+    anchors = AnchorGeneratorWithAnchorShape(feature_map_scales=[1, 2, 4], base_anchor_shapes=[[8, 8, 8], [12, 12, 12], [16, 16, 16]])
+    detector = retinanet_detector(retinanet, anchors, num_classes=2, returned_layers=(2, 3, 4), roi_size=(32, 32, 32))
+    assert detector.size_divisible == (32, 32, 32) and detector.num_classes == 2
+    assert isinstance(detector.proposal_matcher, ATSSMatcher) and isinstance(detector.fg_bg_sampler, HardNegativeSampler)
+    assert (detector.target_box_key, detector.target_label_key, detector.pred_score_key) == ("box", "label", "label_scores")
+    assert detector.box_selector.nms_thresh == 0.22 and detector.box_selector.score_thresh == 0.02
+    assert tuple(detector.inferer.roi_size) == (32, 32, 32)
