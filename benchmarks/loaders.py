@@ -51,8 +51,9 @@ The peers (extra ``benchmark``) install without touching torch as::
         markdown-it-py mdurl pygments typer click shellingham msgpack ndindex threadpoolctl httpx httpcore h11 anyio \
         sniffio pydantic pydantic-core annotated-types typing-inspection
 
-The full setting (64 volumes of 512×512×160) needs about 5.4 GiB of NIfTI, 2.7 GiB of store, 10.7 GiB of persistent
-cache, the blosc2 files and 10.7 GiB of RAM for a ``CacheDataset``; pass a smaller ``--shape`` on a small machine
+The full setting (64 volumes of 512×512×160, 80 MiB each as int16) needs 5 GiB of NIfTI, 5 GiB of store, 10 GiB of
+persistent cache, about 5 GiB of blosc2 files per patch setting and 10 GiB of RAM for the volumes of a
+``CacheDataset`` (computed from the sizes, not measured); pass a smaller ``--shape`` on a small machine
 (the run in ``benchmarks/results/`` says which it used). 160 slices, not the CT's usual 128: a 160³ patch does not fit
 in 128 slices without padding.
 """
