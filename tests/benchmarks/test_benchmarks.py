@@ -179,12 +179,13 @@ def test_brats_case_preparation(shared_data, tmp_path):
 
 
 def adrenal_npz(path, train=24, val=10, test=0):
-    """A tiny MedMNIST-like file: class 1 a larger cube than class 0, so that the task is learnable in principle."""
+    """A tiny MedMNIST-like file: class 1 a larger cube than class 0, so that the task is learnable in principle; a
+    faint noise makes every image its own (the store keeps one copy of identical volumes)."""
     rng = np.random.default_rng(0)
 
     def shapes(n):
         labels = np.arange(n) % 2
-        images = np.zeros((n, 28, 28, 28), np.uint8)
+        images = rng.integers(0, 30, (n, 28, 28, 28)).astype(np.uint8)
         for i, y in enumerate(labels):
             r = 5 + 3 * y + rng.integers(0, 2)
             images[i, 14 - r : 14 + r, 14 - r : 14 + r, 14 - r : 14 + r] = 255
