@@ -71,6 +71,8 @@ class DetectionTrainer(Trainer):
         train_handlers: ignite handlers to attach.
         amp: mixed precision (CUDA only).
         cls_weight, box_weight: weights of the two losses.
+        inferer: kept as ``self.inferer`` for MONAI's workflow properties (``train#inferer``); the detector computes
+            its training losses itself, as in the Model Zoo's ``DetectionTrainer``.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class DetectionTrainer(Trainer):
         amp: bool = False,
         cls_weight: float = 1.0,
         box_weight: float = 1.0,
+        inferer=None,
     ) -> None:
         super().__init__(
             device=device,
@@ -102,6 +105,7 @@ class DetectionTrainer(Trainer):
         self.optimizer = optimizer
         self.cls_weight = float(cls_weight)
         self.box_weight = float(box_weight)
+        self.inferer = inferer
 
     def _iteration(self, engine: DetectionTrainer, batchdata: Any) -> dict:
         if batchdata is None:
