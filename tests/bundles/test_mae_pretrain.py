@@ -222,3 +222,11 @@ def test_sparse_s3d_variant_gets_the_mask(tmp_path):
     assert network.sparse and len(network.densify) == 6
     assert np.isfinite(workflow.evaluator.state.metrics["val_masked_mse"])
     assert any(k.startswith("densify.") for k in torch.load(tmp_path / "models" / "model.pt", weights_only=True))
+
+
+def test_block_size_that_does_not_divide_the_patch_is_refused_when_the_bundle_is_built(tmp_path):
+    workflow = make_workflow(BUNDLE, "train", tmp_path, patch_size=[16, 16, 16], mask_block_size=12)
+    with pytest.raises(Exception) as error:
+        workflow.parser.get_parsed_content("masking")
+    message = str(root_cause(error.value))
+    assert "12" in message and "--patch_size" in message and "--mask_block_size" in message
