@@ -6,7 +6,7 @@ import hashlib
 import os
 from typing import Union
 
-__all__ = ["file_digest"]
+__all__ = ["file_digest", "pid_alive"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -24,3 +24,14 @@ def file_digest(path: PathLike, algorithm: str = "sha256", chunk_size: int = 1 <
         for chunk in iter(lambda: f.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -80,7 +80,7 @@ import numpy as np
 import torch
 
 from monai_genesis.errors import GenesisInputError
-from monai_genesis.utils import file_digest
+from monai_genesis.utils import file_digest, pid_alive
 
 __all__ = [
     "STORE_DTYPES",
@@ -366,21 +366,11 @@ def _write_json(path: str, payload: Any) -> None:
     _write_atomic(path, lambda f: f.write(json.dumps(payload, indent=1).encode()))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_tmp(folder: str) -> None:
     """Remove the temporary files that killed preparations left (their process is gone)."""
     for name in os.listdir(folder):
         found = _TMP_NAME.match(name)
-        if found and int(found.group(1)) != os.getpid() and not _pid_alive(int(found.group(1))):
+        if found and int(found.group(1)) != os.getpid() and not pid_alive(int(found.group(1))):
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(folder, name))
                 logger.info(f"volume store: removed {name}, left by an interrupted preparation.")

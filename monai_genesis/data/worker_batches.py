@@ -20,6 +20,8 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import TraceKeys
 
+from monai_genesis.utils import pid_alive
+
 __all__ = ["batch_tensor", "meta_tensor", "release", "shared_array", "ship", "to_float"]
 
 
@@ -167,16 +169,6 @@ class _Received:
     pids: dict[str, int] = {}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _receive(token, pid, index, buffer, dtype, shape, scales, offsets, affines, sources) -> MetaTensor:
     dtype = np.dtype(dtype)
     if index is None:
@@ -184,7 +176,7 @@ def _receive(token, pid, index, buffer, dtype, shape, scales, offsets, affines, 
     if buffer is not None:
         if token not in _Received.pids:
             # a new worker: let go of the buffers of workers that ended (non-persistent loaders restart them)
-            for gone in [t for t, p in _Received.pids.items() if not _alive(p)]:
+            for gone in [t for t, p in _Received.pids.items() if not pid_alive(p)]:
                 del _Received.pids[gone]
                 for key in [k for k in _Received.buffers if k[0] == gone]:
                     del _Received.buffers[key]
