@@ -16,7 +16,7 @@ from monai.data.box_utils import box_iou
 
 from monai_genesis.detection import BACKBONE_PREFIX, blob_phantom, boxes_from_label, voxel_to_world_boxes, world_to_voxel_boxes
 from monai_genesis.errors import GenesisInputError
-from monai_genesis.networks import GenesisUNet, ResNet18Classifier
+from monai_genesis.networks import GenesisUNet
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "finetune_detection"
@@ -116,9 +116,12 @@ def test_evaluate_writes_test_boxes_and_metrics(quick_run, tmp_path):
 
 
 def test_cspr_checkpoint_loads_every_encoder_tensor(tmp_path, caplog):
-    # the file a cspr_pretrain run writes: ResNet18Classifier without the depth stride, encoder.* and head.*
-    checkpoint = tmp_path / "cspr_model.pt"
-    torch.save(ResNet18Classifier(1, 4, depth_stride=False).state_dict(), checkpoint)
+    # the model a cspr_pretrain quick run writes: ResNet18Classifier without the depth stride, encoder.* and head.*
+    from tests.bundles.workflows import TINY as TINY_RUNS
+    from tests.bundles.workflows import run_workflow
+
+    run_workflow("cspr_pretrain", "train", tmp_path / "cspr", **TINY_RUNS["cspr_pretrain"])
+    checkpoint = tmp_path / "cspr" / "models" / "model.pt"
     with caplog.at_level(logging.INFO):
         workflow = _run("train", tmp_path / "run", pretrained=str(checkpoint), **TINY)
     loader = workflow.parser.get_parsed_content("train#handlers")[0]
