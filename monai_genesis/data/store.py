@@ -604,21 +604,28 @@ def _load_records(folder: str, strict: bool) -> dict[str, dict]:
     """
     records: dict[str, dict] = {}
     path = os.path.join(folder, _INDEX)
+    damage = None
     if os.path.isfile(path):
         try:
             with open(path) as f:
                 index = json.load(f)
-            if index.get("format") != STORE_FORMAT or not isinstance(index.get("volumes"), dict):
-                raise ValueError(f"format {index.get('format')!r}, this version reads {STORE_FORMAT}")
-            records = index["volumes"]
-        except (OSError, ValueError, AttributeError) as e:
-            if strict:
-                raise GenesisInputError(
-                    f"the volume store index {path} is damaged ({e}); run the preparation again "
-                    "(python -m monai_genesis prepare, or the bundle), which rebuilds it from the volume records."
-                ) from None
-            logger.warning(f"volume store: the index {path} is damaged ({e}); rebuilding it from the volume records.")
-            records = {}
+            if (
+                not isinstance(index, dict)
+                or index.get("format") != STORE_FORMAT
+                or not isinstance(index.get("volumes"), dict)
+            ):
+                damage = f"not an index of format {STORE_FORMAT}"
+            else:
+                records = index["volumes"]
+        except (OSError, ValueError) as e:
+            damage = str(e)
+    if damage is not None:
+        if strict:
+            raise GenesisInputError(
+                f"the volume store index {path} is damaged ({damage}); run the preparation again "
+                "(python -m monai_genesis prepare, or the bundle), which rebuilds it from the volume records."
+            )
+        logger.warning(f"volume store: the index {path} is damaged ({damage}); rebuilding it from the volume records.")
     if not strict or not records:
         for name in os.listdir(folder):
             if name.endswith(".json") and _FILE_NAME.match(name[:-5] + ".npy"):
@@ -1014,7 +1021,10 @@ class _Preparation:
                     if isinstance(e, GenesisInputError):
                         raise
                     raise GenesisInputError(f"volume store: cannot prepare {source}: {_reason(e)}") from e
-                logger.warning(f"volume store: skipping {source}, it cannot be read or prepared: {_reason(e)}")
+                record, reason = None, _reason(e)
+            if record is None:
+                # logged once the error is handled, so that the record is not taken for one of an error on its way out
+                logger.warning(f"volume store: skipping {source}, it cannot be read or prepared: {reason}")
                 skipped.append(source)
                 continue
             if record is not existing.get(key):
