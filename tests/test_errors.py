@@ -114,7 +114,10 @@ def test_log_records_repeating_the_error_are_dropped():
 def _bundle_run(tmp_path, *overrides, root="run"):
     command = [
         sys.executable, "-m", "monai.bundle", "run",
-        "--config_file", json.dumps([str(SEGMENTATION / "train.json"), str(REPO / "configs" / "quick.json")]),
+        "--config_file", json.dumps(
+            [str(SEGMENTATION / "train.json"), str(REPO / "configs" / "base" / "train.json"),
+             str(REPO / "configs" / "quick.json")]
+        ),
         "--meta_file", str(SEGMENTATION / "metadata.json"),
         "--logging_file", str(SEGMENTATION / "logging.conf"),
         "--bundle_root", str(tmp_path / root),
