@@ -508,11 +508,10 @@ class StoredVolume:
         return self.to_float(self.read_raw(region))
 
     def to_float(self, values: np.ndarray) -> np.ndarray:
+        """Float32 intensities of stored ``values`` of this volume."""
         out = np.array(values, dtype=np.float32)
         if self.scale is not None:
-            out *= self.scale
-            if self.offset:
-                out += self.offset
+            scale_in_place(out, self.scale, self.offset)
         return out
 
     def _read(self, fd: int, region, out):
@@ -549,6 +548,14 @@ class StoredVolume:
     def _pread(self, fd: int, out: np.ndarray, position: int) -> None:
         if os.preadv(fd, [out.reshape(-1).view(np.uint8)], position) != out.nbytes:
             raise self._fail("it is shorter than its record says")
+
+
+def scale_in_place(values: np.ndarray, scale: np.float32, offset: np.float32) -> None:
+    """``values * scale + offset`` in place: the one scaling of stored values, so every path gives the same floats
+    (in place, as a cast in the ufunc is slower)."""
+    values *= scale
+    if offset:
+        values += offset
 
 
 # read buffers of this process, by shape and dtype (a few, whatever the number of volumes)

@@ -20,6 +20,7 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import TraceKeys
 
+from monai_genesis.data.store import scale_in_place
 from monai_genesis.utils import pid_alive
 
 __all__ = ["batch_tensor", "meta_tensor", "release", "shared_array", "ship", "to_float"]
@@ -32,15 +33,8 @@ def to_float(raw: np.ndarray, scales, offsets, first: int = 0, out: np.ndarray |
     out[...] = raw
     if scales is not None:
         for k in range(raw.shape[0]):
-            _scale_in_place(out[k], scales[first + k], offsets[first + k])
+            scale_in_place(out[k], scales[first + k], offsets[first + k])
     return out
-
-
-def _scale_in_place(values: np.ndarray, scale: np.float32, offset: np.float32) -> None:
-    # the one scaling of both paths, so they give the same floats; in place, as a cast in the ufunc is slower
-    values *= scale
-    if offset:
-        values += offset
 
 
 def meta_tensor(image: torch.Tensor, affine: np.ndarray, source: str) -> MetaTensor:
