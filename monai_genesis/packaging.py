@@ -111,6 +111,21 @@ def _excluded(rel: Path, patterns: Sequence[str]) -> bool:
     return any(fnmatch(part, p) for part in rel.parts for p in patterns)
 
 
+def _in_volume_store(root: Path, rel: Path) -> bool:
+    """Whether ``rel`` lies in a volume store preparation (a folder with the store's ``settings.json``), wherever the
+    store was put: its records name the source scans."""
+    for depth in range(1, len(rel.parts)):
+        settings = root.joinpath(*rel.parts[:depth], "settings.json")
+        if settings.is_file():
+            try:
+                values = json.loads(settings.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(values, dict) and {"format", "intensity", "dtype"} <= set(values):
+                return True
+    return False
+
+
 def shared_fragments(bundle: str | os.PathLike) -> Path | None:
     """The folder of the config fragments that the bundles' docs tell users to merge (``configs/`` of the project
     that holds ``bundles/NAME``), or None when the bundle does not sit in such a project."""
@@ -237,7 +252,9 @@ def bundle_files(
         if not path.is_file() or path.is_symlink():
             continue
         if rel not in large_paths and (
-            _excluded(rel, patterns) or (rel.parts[0] == "models" and rel.as_posix()[7:] not in RELEASED_MODELS)
+            _excluded(rel, patterns)
+            or (rel.parts[0] == "models" and rel.as_posix()[7:] not in RELEASED_MODELS)
+            or _in_volume_store(bundle, rel)
         ):
             continue
         if large_list is not None and not missing and rel == Path(large_list.name):

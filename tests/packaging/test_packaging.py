@@ -349,3 +349,21 @@ def test_train_config_files_add_the_base_to_a_recipe_only(tmp_path, repo_root):
     whole["train"] = {"trainer": {"_target_": "SupervisedTrainer"}}
     (bundle / "configs" / "train.json").write_text(json.dumps(whole))
     assert train_config_files(bundle) == [str(bundle / "configs" / "train.json")]
+
+
+def test_release_leaves_out_a_volume_store_wherever_it_lies(tmp_path, repo_root):
+    """A store prepared into a folder of any name inside the bundle (its records name the source scans) stays out."""
+    from pathlib import Path
+
+    from monai_genesis.data import StoreSettings, VolumeStore
+
+    src = shutil.copytree(repo_root / "bundles" / "genesis_pretrain", tmp_path / "src" / "genesis_pretrain",
+                          ignore=shutil.ignore_patterns("models", "eval", "runs", "store"))
+    scan = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.arange(24 * 20 * 12, dtype=np.int16).reshape(24, 20, 12), np.eye(4)), str(scan))
+    store = VolumeStore.prepare([str(scan)], src / "my_cache", StoreSettings(), progress=False)
+    written = sorted(p.name for p in Path(store.folder).iterdir())
+    assert "index.json" in written and "settings.json" in written and len(written) >= 4
+    names = _names(package(src, out=tmp_path / "dist", fragments=repo_root / "configs"))
+    assert not [n for n in names if "my_cache" in n]
+    assert "genesis_pretrain/configs/train.json" in names
