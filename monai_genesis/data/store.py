@@ -605,7 +605,8 @@ def _preparations(store_dir: str) -> dict[str, StoreSettings]:
 
 
 def _load_records(folder: str, strict: bool) -> dict[str, dict]:
-    """The records of a preparation folder: the index, completed by the per-volume records beside it.
+    """The records of a preparation folder: its index or, when the index is missing or damaged, the per-volume
+    records beside the volumes.
 
     A damaged index is named and, unless ``strict``, rebuilt from the per-volume records.
     """
@@ -633,7 +634,9 @@ def _load_records(folder: str, strict: bool) -> dict[str, dict]:
                 "(python -m monai_genesis prepare, or the bundle), which rebuilds it from the volume records."
             )
         logger.warning(f"volume store: the index {path} is damaged ({damage}); rebuilding it from the volume records.")
-    if not strict or not records:
+    if damage is not None or not os.path.isfile(path):
+        # only without a sound index are the records read one by one (a merge reads the index alone, whatever the
+        # number of volumes; a preparation finds a finished volume's record by its file name)
         for name in os.listdir(folder):
             if name.endswith(".json") and _FILE_NAME.match(name[:-5] + ".npy"):
                 try:
