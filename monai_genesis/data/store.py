@@ -409,22 +409,32 @@ def _check_file_name(folder: str, record: Mapping[str, Any], key: str) -> str:
     return os.path.join(folder, name)
 
 
+def _check_header(f, shape: Sequence[int], dtype: np.dtype) -> tuple[str | None, int]:
+    """``(problem, data offset)`` of the open ``.npy`` file ``f`` against the recorded shape and dtype: the problem is
+    None when the file holds them and has the size its header needs."""
+    f.seek(0)
+    try:
+        found, found_dtype, offset = _read_npy_header(f)
+    except (OSError, ValueError) as e:
+        return f"its header cannot be read ({e})", 0
+    if list(found) != list(shape) or found_dtype != dtype:
+        return f"it holds {found_dtype} {list(found)}, its record says {dtype} {list(shape)}", offset
+    expected = offset + int(np.prod(found, dtype=np.int64)) * found_dtype.itemsize
+    size = os.fstat(f.fileno()).st_size
+    if size != expected:
+        return f"it has {size} bytes, its header needs {expected} (cut short or written over)", offset
+    return None, offset
+
+
 def _header_problem(path: str, record: Mapping[str, Any]) -> str | None:
     """Why the stored file ``path`` does not hold what ``record`` says (None when it does)."""
     try:
         with open(path, "rb") as f:
-            shape, dtype, offset = _read_npy_header(f)
-            size = os.fstat(f.fileno()).st_size
+            return _check_header(f, record["shape"], np.dtype(record["dtype"]))[0]
     except FileNotFoundError:
         return "the file is missing"
-    except (OSError, ValueError) as e:
-        return f"its header cannot be read ({e})"
-    if list(shape) != list(record["shape"]) or dtype != np.dtype(record["dtype"]):
-        return f"it holds {dtype} {list(shape)}, its record says {record['dtype']} {record['shape']}"
-    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if size != expected:
-        return f"it has {size} bytes, its header needs {expected} (cut short or written over)"
-    return None
+    except OSError as e:
+        return f"it cannot be opened ({e.strerror})"
 
 
 # -- one stored volume -----------------------------------------------------------------------------------------------
@@ -473,16 +483,9 @@ class StoredVolume:
         """Byte offset of the values in the file open as ``fd``, its header checked against the record once."""
         if self._data_offset is None:
             with os.fdopen(os.dup(fd), "rb") as f:
-                f.seek(0)
-                try:
-                    shape, dtype, offset = _read_npy_header(f)
-                except (OSError, ValueError) as e:
-                    raise self._fail(f"its header cannot be read ({e})") from None
-                size = os.fstat(f.fileno()).st_size
-            if list(shape) != list(self.shape) or dtype != self.dtype:
-                raise self._fail(f"it holds {dtype} {list(shape)}, its record says {self.dtype} {list(self.shape)}")
-            if size < offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
-                raise self._fail("it is shorter than its header says")
+                problem, offset = _check_header(f, self.shape, self.dtype)
+            if problem is not None:
+                raise self._fail(problem)
             self._data_offset = offset
         return self._data_offset
 
@@ -799,11 +802,6 @@ def _entries(datalist) -> list[dict]:
 
     An entry listed twice is kept once, with a warning; an entry in two parts of a split is named in a warning too.
     """
-    if isinstance(datalist, VolumeStore):
-        return [
-            {"image": k.split("::")[0], **({"intensity": k.split("::")[1]} if "::" in k else {})} for k in datalist.keys
-        ]
-    parts = {}
     if isinstance(datalist, Mapping) and "image" not in datalist:
         parts = {name: list(part) for name, part in datalist.items()}
     else:
