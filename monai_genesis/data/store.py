@@ -80,6 +80,7 @@ import numpy as np
 import torch
 
 from monai_genesis.errors import GenesisInputError
+from monai_genesis.transforms import kernels
 from monai_genesis.utils import file_digest, pid_alive
 
 __all__ = [
@@ -443,9 +444,10 @@ def _header_problem(path: str, record: Mapping[str, Any]) -> str | None:
 class StoredVolume:
     """One volume of a store: its geometry, its scaling and reads of its regions.
 
-    Reads use ``os.preadv`` into a buffer, one contiguous range per row (nothing is memory-mapped, so the resident
-    memory of a process never holds the pages of the volumes it read). The header is checked against the record the
-    first time the volume is read.
+    Reads use ``os.preadv``, one contiguous range of the file per row of the first spatial axis: straight into the
+    output when the region is whole along the last axes, else into a reused buffer that is then cut (nothing is
+    memory-mapped, so the resident memory of a process never holds the pages of the volumes it read). The header is
+    checked against the record the first time the volume is read.
 
     Args:
         record: the volume's record.
@@ -512,10 +514,10 @@ class StoredVolume:
 
     def to_float(self, values: np.ndarray) -> np.ndarray:
         """Float32 intensities of stored ``values`` of this volume."""
-        out = np.array(values, dtype=np.float32)
-        if self.scale is not None:
-            scale_in_place(out, self.scale, self.offset)
-        return out
+        values = np.asarray(values)[None]
+        if self.scale is None:
+            return to_float32(values, None, None)[0]
+        return to_float32(np.ascontiguousarray(values), [self.scale], [self.offset])[0]
 
     def _read(self, fd: int, region, out):
         region = tuple(region or ()) + (slice(None),) * (len(self.shape) - len(region or ()))
@@ -534,6 +536,15 @@ class StoredVolume:
             return out
         (y0, y1) = rest[0]
         tail = int(np.prod(inner[1:], dtype=np.int64))
+        if all(lo == 0 and hi == s for (lo, hi), s in zip(rest[1:], inner[1:])) and out.flags.c_contiguous:
+            # whole along the last axes: each (channel, x) is one contiguous range of the file, read in place
+            step = inner[0] * tail * size
+            for c in range(c0, c1):
+                position = start + ((c * self.shape[1] + x0) * inner[0] + y0) * tail * size
+                for plane in out[c - c0]:
+                    self._pread(fd, plane, position)
+                    position += step
+            return out
         # rows y0..y1 of every x, whole along the last axes: one read per (channel, x) into a reused buffer, then
         # one cut of the whole region
         buffer, rows = _scratch((x1 - x0, y1 - y0) + tuple(inner[1:]), self.dtype)
@@ -553,12 +564,29 @@ class StoredVolume:
             raise self._fail("it is shorter than its record says")
 
 
-def scale_in_place(values: np.ndarray, scale: np.float32, offset: np.float32) -> None:
-    """``values * scale + offset`` in place: the one scaling of stored values, so every path gives the same floats
-    (in place, as a cast in the ufunc is slower)."""
-    values *= scale
-    if offset:
-        values += offset
+def to_float32(values: np.ndarray, scales, offsets, out: np.ndarray | None = None) -> np.ndarray:
+    """Float32 intensities of stored ``values``: ``values[k] * scales[k] + offsets[k]`` for each item ``k`` of the first
+    axis, or a plain cast when ``scales`` is None (float stores). The one scaling of stored values, so every path gives
+    the same floats: one compiled pass where Numba is enabled (``monai_genesis.transforms.kernels``), else NumPy's cast
+    and in-place multiply and add, which give the same values.
+    """
+    if out is None:
+        out = np.empty(values.shape, dtype=np.float32)
+    if scales is None:
+        np.copyto(out, values, casting="unsafe")
+        return out
+    scales = np.asarray(scales, dtype=np.float32).reshape(-1)
+    offsets = np.asarray(offsets, dtype=np.float32).reshape(-1)
+    n = len(values)
+    if n and kernels.enabled() and values.flags.c_contiguous and out.flags.c_contiguous and values.dtype == np.uint16:
+        kernels.scale_stored(values.reshape(n, -1), scales[:n], offsets[:n], out.reshape(n, -1))
+        return out
+    np.copyto(out, values, casting="unsafe")
+    for k in range(n):
+        out[k] *= scales[k]
+        if offsets[k]:
+            out[k] += offsets[k]
+    return out
 
 
 # read buffers of this process, by shape and dtype (a few, whatever the number of volumes)

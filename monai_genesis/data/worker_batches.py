@@ -20,7 +20,7 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import TraceKeys
 
-from monai_genesis.data.store import scale_in_place
+from monai_genesis.data.store import to_float32
 from monai_genesis.utils import pid_alive
 
 __all__ = ["batch_tensor", "meta_tensor", "release", "shared_array", "ship", "to_float"]
@@ -28,13 +28,9 @@ __all__ = ["batch_tensor", "meta_tensor", "release", "shared_array", "ship", "to
 
 def to_float(raw: np.ndarray, scales, offsets, first: int = 0, out: np.ndarray | None = None) -> np.ndarray:
     """Float32 intensities of stored cubes ``raw`` (cube ``k`` is cube ``first + k`` of ``scales``/``offsets``)."""
-    if out is None:
-        out = np.empty(raw.shape, dtype=np.float32)
-    out[...] = raw
-    if scales is not None:
-        for k in range(raw.shape[0]):
-            scale_in_place(out[k], scales[first + k], offsets[first + k])
-    return out
+    if scales is None:
+        return to_float32(raw, None, None, out)
+    return to_float32(raw, scales[first : first + len(raw)], offsets[first : first + len(raw)], out)
 
 
 def meta_tensor(image: torch.Tensor, affine: np.ndarray, source: str) -> MetaTensor:

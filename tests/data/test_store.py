@@ -77,9 +77,16 @@ def test_store_holds_half_the_bytes_and_the_old_intensities(tmp_path, volumes):
         assert record["scale"] <= 1 / 65535 + 1e-12
         assert volume.spacing == pytest.approx([0.8, 0.8, 2.0])
         assert record["settings"]["intensity"] == "ct" and volume.source == os.path.abspath(path)
-        # a region is the same values as the whole volume cut
-        region = (slice(None), slice(3, 20), slice(5, 9), slice(2, 18))
-        np.testing.assert_array_equal(volume.read(region), new[region])
+        # a region is the same values as the whole volume cut, by each way of reading: whole rows, rows read in
+        # place (whole along the last axes), rows cut from a buffer
+        whole = tuple(slice(0, s) for s in volume.shape[2:])
+        for region in [
+            (slice(None), slice(3, 20), slice(5, 9), slice(2, 18)),
+            (slice(None), slice(3, 20)) + whole,
+            (slice(None), slice(3, 20), slice(5, 9), whole[1]),
+        ]:
+            np.testing.assert_array_equal(volume.read(region), new[region])
+            assert volume.read_raw(region).dtype == np.uint16
     # opened again (reading only), the same records
     again = VolumeStore(tmp_path / "store", StoreSettings(), data=volumes)
     assert again.keys == store.keys and again.records == store.records

@@ -142,3 +142,19 @@ def test_painting_is_the_same_with_and_without_kernels(monkeypatch, spatial, n):
             lows = torch.as_tensor(low).expand(n).reshape(-1, *[1] * len(spatial)).to(dtype)
             highs = torch.as_tensor(high).expand(n).reshape(-1, *[1] * len(spatial)).to(dtype)
             assert ((compiled >= lows) & (compiled <= highs))[painted].all()
+
+
+def test_stored_values_become_the_floats_of_numpy(monkeypatch):
+    from monai_genesis.data.store import to_float32
+
+    raw = np.random.default_rng(0).integers(0, 65536, (3, 1, 20, 17, 9), dtype=np.uint16)
+    scales, offsets = np.float32([1 / 65535, 0.37, 3e-5]), np.float32([0.0, -0.25, 1e3])
+    compiled, reference = _both(monkeypatch, lambda: to_float32(raw, scales, offsets))
+    # bit for bit: one pass, no fused multiply-add
+    np.testing.assert_array_equal(compiled.view(np.uint32), reference.view(np.uint32))
+    expected = raw.astype(np.float32) * scales[:, None, None, None, None]
+    expected += offsets[:, None, None, None, None]
+    np.testing.assert_array_equal(reference, expected)
+    # a float store is cast, not scaled
+    half = raw.astype(np.float16)
+    np.testing.assert_array_equal(to_float32(half, None, None), half.astype(np.float32))
