@@ -461,6 +461,7 @@ class StoredVolume:
         self.shape = tuple(int(s) for s in record["shape"])
         self.scale = np.float32(record["scale"]) if record["dtype"] == "uint16" else None
         self.offset = np.float32(record["offset"])
+        self._affine = np.asarray(record["affine"], dtype=np.float64)
         self._data_offset: int | None = None
 
     @property
@@ -473,7 +474,7 @@ class StoredVolume:
 
     @property
     def affine(self) -> np.ndarray:
-        return np.asarray(self.record["affine"], dtype=np.float64)
+        return self._affine.copy()
 
     def _fail(self, problem: str) -> GenesisInputError:
         return GenesisInputError(

@@ -295,9 +295,10 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         return i, self.sampler.starts[0]
 
     def _affine(self, i: int, start: Sequence[int]) -> np.ndarray:
-        shift = np.eye(4)
-        shift[:3, 3] = np.subtract(start, self.volume(i).pad_before)
-        return self.store[i].affine @ shift
+        """The volume's affine moved to the cube's origin ``start`` (in the padded frame)."""
+        affine = self.store[i].affine
+        affine[:3, 3] += affine[:3, :3] @ np.subtract(start, self.volume(i).pad_before)
+        return affine
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         i, start = self._position(index)
