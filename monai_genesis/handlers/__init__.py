@@ -1,4 +1,5 @@
-"""Ignite handlers and helpers of the Genesis bundles."""
+"""Ignite handlers and helpers of the bundles: checkpoints and resume, gradient clipping, pictures of the pretexts,
+pretrained weights, reseeding and the run folder."""
 
 from monai_genesis.handlers.checkpoints import RESUME_PREFIX, ResumeHandler, latest_checkpoint, negative_key_metric
 from monai_genesis.handlers.gradients import GradientNormClipper

@@ -1,4 +1,5 @@
-"""Networks of Models Genesis and helpers to use MONAI's networks for Genesis pretraining."""
+"""Networks of the three pretraining methods and their fine-tuning: the Genesis 3D U-Net (and its encoder as a
+classifier), the Residual Encoder U-Net of masked image modelling, CSPR's 3D ResNet-18, and the layers they share."""
 
 from monai_genesis.networks.classifier import GenesisClassifier
 from monai_genesis.networks.genesis_unet import GENESIS_NORMS, GenesisEncoder, GenesisUNet, GenesisUpBlock, genesis_norm
