@@ -1,4 +1,4 @@
-"""AdrenalMNIST3D classification with ``genesis_classification``: scratch vs Genesis-pretrained, AUC and accuracy.
+"""AdrenalMNIST3D classification with ``finetune_classification``: scratch vs Genesis-pretrained, AUC and accuracy.
 
     python benchmarks/finetune_adrenal.py [--setting smoke|reduced|full] [--device cpu|cuda]
         [--npz adrenalmnist3d_trainval.npz | --datalist JSON] [--inits scratch genesis resnet18_scratch cspr]
@@ -6,7 +6,7 @@
         [--seeds 0 1 2] [--features F] [--epochs N] [--pretrain-epochs N] [--norm batch|genesis|instance]
         [--results DIR]
 
-Both arms are the classification bundle (``bundles/genesis_classification/configs/train.json``: the Genesis
+Both arms are the classification bundle (``bundles/finetune_classification/configs/train.json``: the Genesis
 encoder, global pooling, Linear(16f, 32f), ReLU, Linear(32f, 1), BCE) with its MedMNIST reader and min–max
 scaling, trained for the same epochs and validated once at the end on the validation split (AUC and accuracy
 at 0.5, the bundle's ``ROCAUC`` and ``ConfusionMatrix`` handlers):
@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common
 
-BUNDLE = "genesis_classification"
+BUNDLE = "finetune_classification"
 INITS = ("scratch", "genesis", "resnet18_scratch", "cspr")
 # the arms that fine-tune CSPR's 3D ResNet-18 instead of the Genesis classifier
 RESNET_INITS = ("resnet18_scratch", "cspr")

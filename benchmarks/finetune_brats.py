@@ -1,4 +1,4 @@
-"""BraTS 2013 FLAIR whole-tumour segmentation with ``genesis_segmentation``: scratch vs Genesis-pretrained, by label share.
+"""BraTS 2013 FLAIR whole-tumour segmentation with ``finetune_segmentation``: scratch vs Genesis-pretrained, by label share.
 
     python benchmarks/finetune_brats.py [--setting smoke|reduced|full] [--device cpu|cuda]
         [--data BRATS_ROOT --train-cases pat0005 pat0006 --val-cases pat0003 pat0004 | --datalist JSON]
@@ -42,7 +42,7 @@ Initialisations:
   names them.
 
 Training, validation, metrics and the transfer of weights are the bundles' own (``ConfigWorkflow`` of
-``bundles/genesis_segmentation/configs/train.json`` with overrides: the datalist, sizes, ``out_channels`` 2,
+``bundles/finetune_segmentation/configs/train.json`` with overrides: the datalist, sizes, ``out_channels`` 2,
 ``pretrained`` and ``val_interval`` = the last epoch; the bundle reports Dice and IoU).
 """
 
@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common
 
-BUNDLE = "genesis_segmentation"
+BUNDLE = "finetune_segmentation"
 INITS = ("scratch", "genesis_real", "genesis_chest_ct", "scratch_resenc", "mae_resenc", "genesis_resenc",
          "resnet18_scratch", "cspr")
 RESENC_INITS = ("scratch_resenc", "mae_resenc", "genesis_resenc")

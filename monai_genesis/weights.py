@@ -435,14 +435,14 @@ _ARCHITECTURES = (
         "encoder.stem.conv.conv.weight",
         "a ResEncUNet (mae_pretrain, an nnssl / nnU-Net release, or a bundle run with the ResEnc preset)",
         (
-            "configs/networks/resenc_l.json and configs/finetune_mae.json (genesis_classification: "
+            "configs/networks/resenc_l.json and configs/finetune_mae.json (finetune_classification: "
             "configs/networks/resenc_classifier.json and configs/finetune_mae.json)"
         ),
     ),
     (
         "encoder.layer1.0.conv1.weight",
         "CSPR's 3D ResNet-18 (cspr_pretrain)",
-        "configs/networks/resnet18_unet.json (genesis_classification: configs/networks/resnet18.json)",
+        "configs/networks/resnet18_unet.json (finetune_classification: configs/networks/resnet18.json)",
     ),
     (
         _FIRST_GENESIS_CONV,

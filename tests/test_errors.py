@@ -18,7 +18,7 @@ from monai_genesis.errors import GenesisInputError, find_input_error, format_inp
 from monai_genesis.networks import GenesisUNet
 
 REPO = Path(__file__).resolve().parents[1]
-SEGMENTATION = REPO / "bundles" / "genesis_segmentation" / "configs"
+SEGMENTATION = REPO / "bundles" / "finetune_segmentation" / "configs"
 
 
 def _wrapped(inner: BaseException) -> RuntimeError:

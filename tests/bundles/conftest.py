@@ -16,13 +16,13 @@ def pretrain_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def segmentation_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("segmentation")
-    return root, run_workflow("genesis_segmentation", "train", root)
+    return root, run_workflow("finetune_segmentation", "train", root)
 
 
 @pytest.fixture(scope="session")
 def classification_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("classification")
-    return root, run_workflow("genesis_classification", "train", root)
+    return root, run_workflow("finetune_classification", "train", root)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
 from tests.bundles.workflows import BASE, BUNDLES, TINY, config
 
 SCHEMA = Path(__file__).with_name("metadata_schema.json")
-NAMES = ["genesis_pretrain", "genesis_segmentation", "genesis_classification", "cspr_pretrain", "finetune_detection"]
+NAMES = ["genesis_pretrain", "finetune_segmentation", "finetune_classification", "cspr_pretrain", "finetune_detection"]
 # a detector's network returns one map per pyramid level and head, not one tensor that verify_net_in_out can check
 NET_IN_OUT = [name for name in NAMES if name != "finetune_detection"]
 MODEL_ZOO_FILES = [
@@ -102,8 +102,8 @@ def test_verify_net_in_out(name, caplog):
     assert "verified with no error" in caplog.text
 
 
-@pytest.mark.parametrize("name,run", [("genesis_pretrain", "pretrain_run"), ("genesis_segmentation", "segmentation_run"),
-                                      ("genesis_classification", "classification_run")])
+@pytest.mark.parametrize("name,run", [("genesis_pretrain", "pretrain_run"), ("finetune_segmentation", "segmentation_run"),
+                                      ("finetune_classification", "classification_run")])
 def test_ckpt_export(name, run, request, tmp_path):
     root, _ = request.getfixturevalue(run)
     target = tmp_path / "model.ts"
@@ -118,6 +118,6 @@ def test_ckpt_export(name, run, request, tmp_path):
     scripted = torch.jit.load(str(target))
     with torch.no_grad():
         out = scripted(torch.rand(1, 1, 16, 16, 16))
-    expected = {"genesis_pretrain": (1, 1, 16, 16, 16), "genesis_segmentation": (1, 3, 16, 16, 16),
-                "genesis_classification": (1, 1)}[name]
+    expected = {"genesis_pretrain": (1, 1, 16, 16, 16), "finetune_segmentation": (1, 3, 16, 16, 16),
+                "finetune_classification": (1, 1)}[name]
     assert tuple(out.shape) == expected

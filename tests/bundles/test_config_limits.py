@@ -7,7 +7,7 @@ import pytest
 
 from tests.bundles.workflows import BUNDLES, REPO
 
-NAMES = ["genesis_pretrain", "mae_pretrain", "cspr_pretrain", "genesis_segmentation", "genesis_classification",
+NAMES = ["genesis_pretrain", "mae_pretrain", "cspr_pretrain", "finetune_segmentation", "finetune_classification",
          "genesis_chest_ct"]
 MAX_EXPRESSIONS, MAX_LENGTH = 20, 100
 
@@ -54,13 +54,13 @@ def test_no_config_is_repeated_between_bundles_and_ddp_is_one_file():
     repeated = [sorted(str(p) for p in paths) for paths in seen.values() if len(paths) > 1]
     # the two classifiers evaluate alike (probabilities.csv and every metric); nothing else is repeated
     assert repeated == [["bundles/cspr_pretrain/configs/evaluate.json",
-                         "bundles/genesis_classification/configs/evaluate.json"]], repeated
+                         "bundles/finetune_classification/configs/evaluate.json"]], repeated
     assert not any((BUNDLES / name / "configs" / "multi_gpu_train.json").exists() for name in NAMES)
     assert (REPO / "configs" / "multi_gpu_train.json").is_file()
 
 
-@pytest.mark.parametrize("name", ["genesis_pretrain", "mae_pretrain", "cspr_pretrain", "genesis_segmentation",
-                                  "genesis_classification"])
+@pytest.mark.parametrize("name", ["genesis_pretrain", "mae_pretrain", "cspr_pretrain", "finetune_segmentation",
+                                  "finetune_classification"])
 def test_training_bundles_leave_the_engine_to_the_base(name):
     train = json.loads((BUNDLES / name / "configs" / "train.json").read_text())
     assert "trainer" not in train["train"] and "evaluator" not in train["validate"]

@@ -89,9 +89,9 @@ def test_ckpt_export(cspr_run, tmp_path):
 
 
 def test_classification_loads_the_whole_encoder(cspr_run, tmp_path):
-    """genesis_classification with the ResNet-18 preset (depth stride on) loads every encoder.* tensor."""
+    """finetune_classification with the ResNet-18 preset (depth stride on) loads every encoder.* tensor."""
     checkpoint = cspr_run[0] / "models" / "model.pt"
-    workflow = run_workflow("genesis_classification", "train", tmp_path, extra_configs=[RESNET18],
+    workflow = run_workflow("finetune_classification", "train", tmp_path, extra_configs=[RESNET18],
                             pretrained=str(checkpoint))
     report = workflow.parser.get_parsed_content("train#handlers")[0].report
     encoder = _encoder_keys(checkpoint)
@@ -102,7 +102,7 @@ def test_classification_loads_the_whole_encoder(cspr_run, tmp_path):
 
 def test_segmentation_loads_the_encoder_into_the_resnet_unet(cspr_run, tmp_path):
     checkpoint = cspr_run[0] / "models" / "model.pt"
-    workflow = run_workflow("genesis_segmentation", "train", tmp_path, extra_configs=[RESNET18_UNET],
+    workflow = run_workflow("finetune_segmentation", "train", tmp_path, extra_configs=[RESNET18_UNET],
                             pretrained=str(checkpoint), patch_size=[32, 32, 32], phantom_size=[32, 32, 32])
     report = workflow.parser.get_parsed_content("train#handlers")[0].report
     encoder = _encoder_keys(checkpoint)

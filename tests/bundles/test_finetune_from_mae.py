@@ -66,7 +66,7 @@ def _loader(workflow):
 def test_segmentation_fine_tunes_from_the_mae_model(mae_model, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="monai_genesis"):
         workflow = run_workflow(
-            "genesis_segmentation", "train", tmp_path,
+            "finetune_segmentation", "train", tmp_path,
             [str(NETWORKS / "resenc_l.json"), str(REPO / "configs" / "finetune_mae.json")],
             pretrained=str(mae_model), **MAE,
         )
@@ -81,7 +81,7 @@ def test_segmentation_fine_tunes_from_the_mae_model(mae_model, tmp_path, caplog)
 
 def test_classification_fine_tunes_from_the_mae_model(mae_model, tmp_path):
     workflow = run_workflow(
-        "genesis_classification", "train", tmp_path,
+        "finetune_classification", "train", tmp_path,
         [str(NETWORKS / "resenc_classifier.json"), str(REPO / "configs" / "finetune_mae.json")],
         pretrained=str(mae_model), **MAE,
     )
@@ -90,12 +90,12 @@ def test_classification_fine_tunes_from_the_mae_model(mae_model, tmp_path):
     assert sorted(_loader(workflow).report.loaded) == sorted(_encoder_keys(network))
 
 
-@pytest.mark.parametrize("bundle", ["genesis_segmentation", "genesis_classification"])
+@pytest.mark.parametrize("bundle", ["finetune_segmentation", "finetune_classification"])
 @pytest.mark.parametrize("schedule,name", [("finetune_warmup", "WarmupPolySchedule"),
                                            ("finetune_sawtooth", "SawtoothWarmupPolySchedule")])
 def test_warm_up_schedules_are_override_files(bundle, schedule, name):
     parser = ConfigParser()
-    parser.read_config([config(bundle, "train"), BASE, str(NETWORKS / "resenc_l.json" if bundle == "genesis_segmentation"
+    parser.read_config([config(bundle, "train"), BASE, str(NETWORKS / "resenc_l.json" if bundle == "finetune_segmentation"
                                                              else NETWORKS / "resenc_classifier.json"),
                         str(REPO / "configs" / f"{schedule}.json")])
     parser.update({"resenc_features": MAE["resenc_features"], "epochs": 200})

@@ -5,7 +5,7 @@ import pytest
 from tests.bundles.workflows import BASE, QUICK, TINY, config, make_workflow, root_cause, run_workflow
 from tests.packaging.helpers import run_cli
 
-TRAINING_BUNDLES = ("genesis_pretrain", "genesis_segmentation", "genesis_classification", "mae_pretrain", "cspr_pretrain")
+TRAINING_BUNDLES = ("genesis_pretrain", "finetune_segmentation", "finetune_classification", "mae_pretrain", "cspr_pretrain")
 
 
 def _snapshot(root):
@@ -42,7 +42,7 @@ def test_failed_first_step_writes_no_final_model(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(Exception):
-        run_workflow("genesis_segmentation", "train", tmp_path / "run", pretrained=str(bad))
+        run_workflow("finetune_segmentation", "train", tmp_path / "run", pretrained=str(bad))
     models = tmp_path / "run" / "models"
     assert not (models / "model_final.pt").exists()
     assert not models.exists() or not [p for p in models.iterdir() if p.name.startswith("model")]
@@ -60,9 +60,9 @@ def test_without_data_the_phantoms_are_a_warning_with_the_flag(tmp_path, caplog)
 @pytest.mark.slow
 def test_second_run_from_the_command_line_is_refused(tmp_path):
     root = tmp_path / "run"
-    args = ["-m", "monai.bundle", "run", "--config_file", f"['{config('genesis_segmentation', 'train')}','{BASE}','{QUICK}']",
+    args = ["-m", "monai.bundle", "run", "--config_file", f"['{config('finetune_segmentation', 'train')}','{BASE}','{QUICK}']",
             "--bundle_root", str(root), "--epochs", "1"]
-    for key, value in TINY["genesis_segmentation"].items():
+    for key, value in TINY["finetune_segmentation"].items():
         args += [f"--{key}", str(value).replace(" ", "")]
     run_cli(args)
     model = (root / "models" / "model.pt").read_bytes()

@@ -33,7 +33,7 @@ TINY = {
         "num_workers": 0,
         "restoration_interval": 1,
     },
-    "genesis_segmentation": {
+    "finetune_segmentation": {
         "genesis_features": 2,
         "patch_size": [16, 16, 16],
         "phantom_size": [32, 32, 24],
@@ -44,7 +44,7 @@ TINY = {
         "num_workers": 0,
         "epochs": 1,
     },
-    "genesis_classification": {
+    "finetune_classification": {
         "genesis_features": 2,
         "patch_size": [16, 16, 16],
         "patch_phantom_size": [16, 16, 16],

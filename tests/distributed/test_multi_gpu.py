@@ -8,7 +8,7 @@ from monai_genesis.networks import GenesisUNet
 from monai_genesis.weights import save_official_checkpoint
 from tests.packaging.helpers import run_cli
 
-TRAINING_BUNDLES = ("genesis_pretrain", "genesis_segmentation", "genesis_classification", "mae_pretrain", "cspr_pretrain")
+TRAINING_BUNDLES = ("genesis_pretrain", "finetune_segmentation", "finetune_classification", "mae_pretrain", "cspr_pretrain")
 # handlers that write logs or images; every other handler takes part in the training on all ranks (checkpoint
 # savers too: ignite's DiskSaver writes on rank 0 only, so that every rank keeps the same best-model record)
 LOGGING_OR_SAVING = {
@@ -142,7 +142,7 @@ def test_segmentation_two_ranks_frozen_encoder(tmp_path, repo_root):
     run_root = tmp_path / "run"
     run_root.mkdir()
     run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
-             "--config_file", _configs(repo_root, "genesis_segmentation", probe), "--bundle_root", str(run_root),
+             "--config_file", _configs(repo_root, "finetune_segmentation", probe), "--bundle_root", str(run_root),
              "--pretrained", str(pretrained), "--finetune", "frozen_encoder", "--epochs", "2", "--val_interval", "1", "--num_label_phantoms", "4", "--phantom_size", "[48, 48, 32]"], cwd=repo_root)
 
     ranks = _ranks(tmp_path / "probe")

@@ -37,7 +37,7 @@ def reference():
 def _fine_tune(tmp_path, checkpoint, caplog, extra=()):
     with caplog.at_level(logging.INFO, logger="monai_genesis"):
         # the README's command: train.json, then the ResEnc preset, then the quick settings
-        workflow = run_workflow("genesis_segmentation", "train", tmp_path, [RESENC, *extra, QUICK],
+        workflow = run_workflow("finetune_segmentation", "train", tmp_path, [RESENC, *extra, QUICK],
                                 pretrained=str(checkpoint), **NET)
     loader = next(h for h in workflow.parser.get_parsed_content("train#handlers") if hasattr(h, "finetune"))
     return workflow, loader.report

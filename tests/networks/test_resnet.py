@@ -114,7 +114,7 @@ def test_preset_after_classification_bundle_builds_the_resnet18(repo_root, num_c
     parser = ConfigParser()
     parser.read_config(
         [
-            str(repo_root / "bundles" / "genesis_classification" / "configs" / "train.json"),
+            str(repo_root / "bundles" / "finetune_classification" / "configs" / "train.json"),
             str(repo_root / "configs" / "networks" / "resnet18.json"),
         ]
     )

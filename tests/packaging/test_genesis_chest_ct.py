@@ -151,7 +151,7 @@ def test_wrong_hash_stops_and_leaves_no_file(tmp_path, repo_root, serve_dir, rel
     assert sorted(p.name for p in bundle.iterdir()) == ["LICENSE", "configs", "docs", "large_files.json"]
 
 
-@pytest.mark.parametrize("bundle", ["genesis_segmentation", "genesis_classification"])
+@pytest.mark.parametrize("bundle", ["finetune_segmentation", "finetune_classification"])
 def test_fine_tuning_bundles_take_the_released_weights(bundle, repo_root, released_checkpoint):
     """The released file, as this bundle fetches it, is a valid ``pretrained`` of the fine-tuning bundles."""
     config = repo_root / "bundles" / bundle / "configs" / "train.json"
@@ -176,7 +176,7 @@ def test_fine_tuning_bundles_take_the_released_weights(bundle, repo_root, releas
     assert len(encoder) == 8  # two convolutions in each of the four encoder levels
     assert all(torch.equal(target[k], v) for k, v in matching.items())
     assert loader.report.num_loaded >= len([k for k in matching if not k.endswith("num_batches_tracked")])
-    if bundle == "genesis_segmentation":
+    if bundle == "finetune_segmentation":
         assert len(matching) == 104  # all but the output convolution, which has 3 classes here
 
 

@@ -166,7 +166,7 @@ def test_cli_pack_serve_download_load_and_run(tmp_path, serve_dir):
     np.testing.assert_allclose(pred, want, atol=1e-5)
 
 
-@pytest.mark.parametrize("bundle", ["genesis_pretrain", "genesis_segmentation", "genesis_classification"])
+@pytest.mark.parametrize("bundle", ["genesis_pretrain", "finetune_segmentation", "finetune_classification"])
 def test_release_of_a_trained_bundle(bundle, tmp_path, repo_root, serve_dir):
     """Pack a training bundle with its weights, download the release, load the trained network, run inference."""
     if not (repo_root / "bundles" / bundle / "configs" / "inference.json").is_file():
@@ -213,7 +213,7 @@ def test_release_of_a_trained_bundle(bundle, tmp_path, repo_root, serve_dir):
     scan = np.random.default_rng(0).uniform(-1000, 1000, (32, 32, 32)).astype(np.int16)
     nib.save(nib.Nifti1Image(scan, np.eye(4)), data / "scan.nii.gz")
     # classification reads labelled datalists only; without one it runs on its own small phantom patches
-    data_args = [] if bundle == "genesis_classification" else ["--dataset_dir", str(data)]
+    data_args = [] if bundle == "finetune_classification" else ["--dataset_dir", str(data)]
     run_cli(["-m", "monai.bundle", "run", "--config_file", f"['{fetched / 'configs' / 'inference.json'}','{quick}']",
              "--bundle_root", str(fetched), *data_args])
     outputs = [p.name for p in (fetched / "eval").rglob("*") if p.is_file()]

@@ -8,7 +8,7 @@ import torch
 
 from tests.bundles.workflows import REPO, make_workflow, root_cause, run_workflow
 
-BUNDLE = "genesis_segmentation"
+BUNDLE = "finetune_segmentation"
 
 
 def test_train_saves_best_and_final(segmentation_run):

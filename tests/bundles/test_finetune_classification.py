@@ -7,7 +7,7 @@ import torch
 
 from tests.bundles.workflows import make_workflow, root_cause, run_workflow
 
-BUNDLE = "genesis_classification"
+BUNDLE = "finetune_classification"
 
 
 def test_train_reports_auc_and_accuracy(classification_run):
