@@ -23,6 +23,7 @@ from pathlib import Path
 from monai.apps.utils import check_hash
 from monai.bundle import ConfigParser
 
+from monai_genesis.renamed_bundles import check_renamed_paths, renamed_command, renamed_path
 from monai_genesis.utils import file_digest
 
 __all__ = [
@@ -335,7 +336,8 @@ def package(
 
     Args:
         bundle: folder of the bundle, with ``configs/metadata.json`` (whose ``version`` must be a key of its
-            ``changelog``) and ``LICENSE``.
+            ``changelog``) and ``LICENSE``; the folder a renamed bundle left behind (``bundles/genesis_segmentation``)
+            is refused with the command for the new name.
         out: folder for the zip and ``model_info.json``; created when missing.
         repo: ``OWNER/REPO/TAG`` of the GitHub release the zip will be attached to; the ``source`` recorded is then
             ``https://github.com/OWNER/REPO/releases/download/TAG/NAME_vVERSION.zip``. Without it, the ``source``
@@ -349,6 +351,8 @@ def package(
         the path of the zip written.
     """
     bundle = Path(bundle)
+    new_command = renamed_command() or f"python -m monai_genesis package --bundle {renamed_path(str(bundle))}"
+    check_renamed_paths([str(bundle)], command=new_command)
     if not bundle.is_dir():
         raise ValueError(f"bundle folder {bundle} does not exist.")
     name = bundle.resolve().name
