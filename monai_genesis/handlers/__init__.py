@@ -3,7 +3,7 @@ pretrained weights, reseeding and the run folder."""
 
 from monai_genesis.handlers.checkpoints import RESUME_PREFIX, ResumeHandler, latest_checkpoint, negative_key_metric
 from monai_genesis.handlers.gradients import GradientNormClipper
-from monai_genesis.handlers.outputs import stacked_from_engine
+from monai_genesis.handlers.outputs import engine_loss, stacked_from_engine
 from monai_genesis.handlers.pretrained import FINETUNE_MODES, PretrainedLoader, check_pretrained, default_finetune
 from monai_genesis.handlers.reseed import ReseedHandler
 from monai_genesis.handlers.run import FinalModelSaver, claim_run, earlier_outputs
@@ -33,6 +33,7 @@ __all__ = [
     "SliceRestorationSaver",
     "check_pretrained",
     "default_finetune",
+    "engine_loss",
     "latest_checkpoint",
     "masked_reconstructions",
     "negative_key_metric",

@@ -10,6 +10,7 @@ from monai_genesis.handlers import (
     PANELS,
     RestorationImageHandler,
     RestorationPNGSaver,
+    engine_loss,
     masked_reconstructions,
     stacked_from_engine,
     stored_volume,
@@ -73,6 +74,13 @@ def test_stacked_from_engine_gives_batches():
     prob, label = stacked_from_engine(["prob", "label"])(output)
     torch.testing.assert_close(prob, torch.tensor([[0.2, 0.8], [0.6, 0.4]]))
     assert tuple(label.shape) == (2, 2)
+
+
+def test_engine_loss_of_whole_and_decollated_outputs():
+    loss = torch.tensor(0.25)
+    # a detection trainer keeps its output whole, MONAI's supervised ones decollate it (the loss in every sample)
+    assert engine_loss({"loss": loss, "image": [torch.zeros(1)]}) is loss
+    assert engine_loss([{"loss": loss, "image": torch.zeros(1)}, {"loss": loss, "image": torch.ones(1)}]) is loss
 
 
 def test_stored_volume_carries_the_affine_and_source(tmp_path):

@@ -206,7 +206,9 @@ def test_release_of_a_trained_bundle(bundle, tmp_path, repo_root, serve_dir):
     assert shared and all((fetched / "configs" / rel).is_file() for rel in shared)
     assert not (fetched / "configs" / "base").exists() and (fetched / "configs" / "multi_gpu_train.json").is_file()
     train = json.loads((fetched / "configs" / "train.json").read_text())
-    assert train["train"]["trainer"]["_target_"] == "SupervisedTrainer" and "evaluator" in train["validate"]
+    # the base builds the engine the recipe names
+    assert train["train"]["trainer"]["_target_"] == "@train#engine" and train["train"]["engine"] == "SupervisedTrainer"
+    assert train["validate"]["evaluator"]["_target_"] == "@validate#engine"
     quick = fetched / "configs" / "quick.json"
     data = tmp_path / "data"
     data.mkdir()
