@@ -14,10 +14,11 @@ Tasks (``../shared/data``; boxes from the masks by the bundle itself, ``label_vo
   (0.98x0.98x2 mm) and scored on the 30-slice NIfTI crop (3 mm), both resampled to ``--spacing``; CT windowed
   [-1000, 1000]. One training and one scored volume: a check that the recipe transfers to CT, not an estimate.
 
-Each run trains ``finetune_detection`` (``bundles/finetune_detection/configs/train.json``) with the same seed, split
-and steps for every initialisation: ``scratch`` (random weights) and ``cspr`` (the whole ResNet-18 encoder of a
-``cspr_pretrain`` checkpoint). It validates after every epoch of ``--epoch-steps`` steps (plus once before training)
-and records COCO mAP@0.1, mAP@0.5 and mAR of every validation, the learning curve. mAP@0.1 is the Model Zoo's key
+Each run trains ``finetune_detection`` (``bundles/finetune_detection/configs/train.json`` over the shared base
+``configs/base/train.json``) with the same seed, split and steps for every initialisation: ``scratch`` (random weights)
+and ``cspr`` (the whole ResNet-18 encoder of a ``cspr_pretrain`` checkpoint). It validates after every epoch of
+``--epoch-steps`` steps (plus once before training) and records COCO mAP@0.1, mAP@0.5 and mAR of every validation,
+the learning curve. mAP@0.1 is the Model Zoo's key
 metric for nodules; for objects as large as these tumours and organs a box of random place and size often overlaps
 them by 10%, so mAP@0.5 is the stricter reading. The results go to
 ``benchmarks/results/finetune_detection_<setting>_<device>[_tag].{json,md}``, with one learning-curve PNG per task

@@ -18,6 +18,7 @@ from monai_genesis.detection.engines import (
     DetectionEvaluator,
     DetectionTrainer,
     coco_metric_name,
+    detection_output,
     detection_prepare_batch,
 )
 from monai_genesis.detection.handlers import BoxJSONWriter, BoxSlicePNGSaver, draw_boxes_on_slice
@@ -44,6 +45,7 @@ __all__ = [
     "coco_metric_name",
     "connected_components",
     "detection_datalist",
+    "detection_output",
     "detection_prepare_batch",
     "draw_boxes_on_slice",
     "image_geometry",

@@ -12,15 +12,22 @@ import torch
 from monai.apps.detection.metrics.coco import COCOMetric
 from monai.apps.detection.metrics.matching import matching_batch
 from monai.data.box_utils import box_iou
-from monai.engines import Evaluator, Trainer
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.engines.utils import IterationEvents
-from monai.utils import IgniteInfo, min_version, optional_import
+from monai.utils import IgniteInfo, ImageMetaKey, min_version, optional_import
 from monai.utils.enums import CommonKeys as Keys
 
 Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
 reinit__is_reduced, _ = optional_import("ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced")
 
-__all__ = ["COCODetectionMetric", "DetectionEvaluator", "DetectionTrainer", "coco_metric_name", "detection_prepare_batch"]
+__all__ = [
+    "COCODetectionMetric",
+    "DetectionEvaluator",
+    "DetectionTrainer",
+    "coco_metric_name",
+    "detection_output",
+    "detection_prepare_batch",
+]
 
 BOX, LABEL, SCORE = "box", "label", "label_scores"
 
@@ -52,13 +59,27 @@ def detection_prepare_batch(
     return images, targets
 
 
-class DetectionTrainer(Trainer):
+def _detector_network(detector: torch.nn.Module, network: torch.nn.Module | None) -> torch.nn.Module:
+    """The network an engine of ``detector`` trains or runs: the detector's own."""
+    if network is not None and network is not detector.network:
+        raise ValueError(
+            "the engine's network must be the detector's (detector.network): build the detector over the same "
+            "network, e.g. \"network\": \"@network\" in both."
+        )
+    return detector.network
+
+
+class DetectionTrainer(SupervisedTrainer):
     """
     Training of a MONAI ``RetinaNetDetector``: each iteration passes the images and their boxes to the detector,
-    which returns its classification and box-regression losses; their sum is minimised.
+    which returns its classification and box-regression losses; their weighted sum is minimised.
 
-    ``engine.state.output`` holds ``image``, ``label`` (the targets), ``classification``, ``box_regression`` and
-    ``loss`` (the sum). Only ``detector.network`` holds parameters, so it is what the checkpoints save.
+    A ``SupervisedTrainer`` in its arguments, so that the shared base of the bundles (``configs/base/train.json``)
+    builds it as it builds the other bundles' trainers: the detection bundle names it ``train#engine`` with its
+    ``detector`` bound (``"_mode_": "callable"``), and the base adds the loader, the network, the optimiser, the
+    handlers and the rest. ``engine.state.output`` holds ``image``, ``label`` (the targets), ``classification``,
+    ``box_regression`` and ``loss`` (the sum); outputs are never decollated (images and boxes are lists). Only
+    ``detector.network`` holds parameters, so it is what the checkpoints save.
 
     Args:
         device: the training device.
@@ -66,13 +87,13 @@ class DetectionTrainer(Trainer):
         train_data_loader: loader of lists of ``{"image", "box", "label"}`` (``collate_fn=no_collation``).
         detector: the ``RetinaNetDetector`` (matcher, sampler and target keys ``box``/``label`` set).
         optimizer: optimiser of ``detector.network``'s parameters.
-        epoch_length: iterations per epoch, default the loader's length.
+        network: ``detector.network`` (the default); another network is an error.
+        loss_function: the classification loss the detector was built with, kept as ``self.loss_function``; the
+            detector computes both losses itself, as in the Model Zoo's ``DetectionTrainer``.
         prepare_batch: see :py:func:`detection_prepare_batch`.
-        train_handlers: ignite handlers to attach.
-        amp: mixed precision (CUDA only).
         cls_weight, box_weight: weights of the two losses.
-        inferer: kept as ``self.inferer`` for MONAI's workflow properties (``train#inferer``); the detector computes
-            its training losses itself, as in the Model Zoo's ``DetectionTrainer``.
+        kwargs: the other arguments of ``SupervisedTrainer`` (``epoch_length``, ``inferer``, ``train_handlers``,
+            ``key_train_metric``, ``metric_cmp_fn``, ``amp``, ...), but ``decollate``.
     """
 
     def __init__(
@@ -82,30 +103,27 @@ class DetectionTrainer(Trainer):
         train_data_loader: Iterable,
         detector: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        epoch_length: int | None = None,
+        network: torch.nn.Module | None = None,
+        loss_function: Callable | None = None,
         prepare_batch: Callable = detection_prepare_batch,
-        train_handlers: Sequence | None = None,
-        amp: bool = False,
         cls_weight: float = 1.0,
         box_weight: float = 1.0,
-        inferer=None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             device=device,
             max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
+            train_data_loader=train_data_loader,
+            network=_detector_network(detector, network),
+            optimizer=optimizer,
+            loss_function=loss_function,
             prepare_batch=prepare_batch,
-            handlers=train_handlers,
-            amp=amp,
             decollate=False,
+            **kwargs,
         )
         self.detector = detector
-        self.network = detector.network
-        self.optimizer = optimizer
         self.cls_weight = float(cls_weight)
         self.box_weight = float(box_weight)
-        self.inferer = inferer
 
     def _iteration(self, engine: DetectionTrainer, batchdata: Any) -> dict:
         if batchdata is None:
@@ -118,7 +136,8 @@ class DetectionTrainer(Trainer):
         engine.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=torch.device(engine.state.device).type, enabled=bool(engine.amp)):
             losses = engine.detector(images, targets)
-            loss = self.cls_weight * losses[engine.detector.cls_key] + self.box_weight * losses[engine.detector.box_reg_key]
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            loss = engine.cls_weight * losses[engine.detector.cls_key] + engine.box_weight * losses[engine.detector.box_reg_key]
         engine.state.output.update({k: v.detach() for k, v in losses.items()})
         engine.state.output[Keys.LOSS] = loss
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
@@ -132,24 +151,28 @@ class DetectionTrainer(Trainer):
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()
         engine.state.output[Keys.LOSS] = loss.detach()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
 
 
-class DetectionEvaluator(Evaluator):
+class DetectionEvaluator(SupervisedEvaluator):
     """
     Validation, evaluation or inference of a ``RetinaNetDetector`` on whole volumes: the detector's sliding-window
     inferer (``set_sliding_window_inferer``) runs over each image and its box selector keeps the best boxes.
 
-    ``engine.state.output`` holds ``image``, ``pred`` (one dict ``{"box", "label", "label_scores"}`` per image,
-    boxes in image voxel coordinates, ``xyzxyz``) and ``label`` (the targets, None in inference).
+    A ``SupervisedEvaluator`` in its arguments, built by the shared base as :py:class:`DetectionTrainer` is
+    (``validate#engine``). ``engine.state.output`` holds ``image``, ``pred`` (one dict ``{"box", "label",
+    "label_scores"}`` per image, boxes in image voxel coordinates, ``xyzxyz``) and ``label`` (the targets, None in
+    inference); outputs are never decollated.
 
     Args:
         device: the device of the network.
         val_data_loader: loader of lists of ``{"image"[, "box", "label"]}`` (``collate_fn=no_collation``).
         detector: the ``RetinaNetDetector``.
-        key_val_metric, additional_metrics: ignite metrics on the output, e.g. :py:class:`COCODetectionMetric`.
-        val_handlers: ignite handlers to attach.
-        amp: mixed precision (CUDA only).
+        network: ``detector.network`` (the default); another network is an error.
+        prepare_batch: see :py:func:`detection_prepare_batch`.
+        kwargs: the other arguments of ``SupervisedEvaluator`` (``key_val_metric``, ``additional_metrics``,
+            ``val_handlers``, ``inferer`` (kept; the detector infers with its own), ``amp``, ...), but ``decollate``.
     """
 
     def __init__(
@@ -157,26 +180,19 @@ class DetectionEvaluator(Evaluator):
         device: torch.device | str,
         val_data_loader: Iterable,
         detector: torch.nn.Module,
-        epoch_length: int | None = None,
+        network: torch.nn.Module | None = None,
         prepare_batch: Callable = detection_prepare_batch,
-        key_val_metric: dict | None = None,
-        additional_metrics: dict | None = None,
-        val_handlers: Sequence | None = None,
-        amp: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             device=device,
             val_data_loader=val_data_loader,
-            epoch_length=epoch_length,
+            network=_detector_network(detector, network),
             prepare_batch=prepare_batch,
-            key_val_metric=key_val_metric,
-            additional_metrics=additional_metrics,
-            val_handlers=val_handlers,
-            amp=amp,
             decollate=False,
+            **kwargs,
         )
         self.detector = detector
-        self.network = detector.network
 
     def _iteration(self, engine: DetectionEvaluator, batchdata: Any) -> dict:
         if batchdata is None:
@@ -193,6 +209,25 @@ class DetectionEvaluator(Evaluator):
         return engine.state.output
 
 
+def detection_output(output: dict) -> tuple[list, list | None, list]:
+    """The predictions, the targets and the source file of each image (None when unknown) of a
+    :py:class:`DetectionEvaluator`'s output, for :py:class:`COCODetectionMetric`."""
+    sources = [getattr(image, "meta", {}).get(ImageMetaKey.FILENAME_OR_OBJ) for image in output[Keys.IMAGE]]
+    return output[Keys.PRED], output[Keys.LABEL], [s if isinstance(s, str) else None for s in sources]
+
+
+def _once_per_source(preds: list, targets: list, sources: list) -> tuple[list, list]:
+    """The predictions and targets with every image whose source was seen before left out."""
+    seen: set[str] = set()
+    kept = []
+    for i, source in enumerate(sources):
+        if source is None or source not in seen:
+            kept.append(i)
+        if source is not None:
+            seen.add(source)
+    return [preds[i] for i in kept], [targets[i] for i in kept]
+
+
 def coco_metric_name(kind: str, iou: float | None = None, max_detection: int = 100) -> str:
     """The key of ``COCOMetric``'s result for ``kind`` ``"AP"`` or ``"AR"`` at one IoU threshold, or ``"mAP"`` /
     ``"mAR"`` over the IoU range 0.1-0.5 (``iou`` None)."""
@@ -207,14 +242,17 @@ class COCODetectionMetric(Metric):
     IoU threshold (``AP_IoU_0.10_MaxDet_100``: mAP@0.1, the key metric of the Model Zoo's nodule detector) or the
     recall over the IoU range 0.1-0.5 (``mAR_IoU_0.10_0.50_0.05_MaxDet_100``).
 
-    Predictions and targets are gathered from every process under ``torch.distributed``.
+    Predictions and targets are gathered from every process under ``torch.distributed``. There an image seen by
+    two processes counts once: ``DistributedSampler(even_divisible=True)`` (``configs/multi_gpu_train.json``) repeats
+    a few images so that every process has as many; images are told apart by their source file.
 
     Args:
         classes: names of the box classes (index ``i`` is ``classes[i]``).
         metric: the key of the ``COCOMetric`` result, see :py:func:`coco_metric_name`.
         iou_list: IoU thresholds of the per-threshold values.
         max_detection: detections per image counted.
-        output_transform: the engine output to ``(preds, targets)``.
+        output_transform: the engine output to ``(preds, targets)`` or ``(preds, targets, sources)``, a source per
+            image (its file, None when unknown); default :py:func:`detection_output`.
     """
 
     def __init__(
@@ -223,9 +261,10 @@ class COCODetectionMetric(Metric):
         metric: str = "AP_IoU_0.10_MaxDet_100",
         iou_list: Sequence[float] = (0.1, 0.5),
         max_detection: int = 100,
-        output_transform: Callable = lambda x: (x[Keys.PRED], x[Keys.LABEL]),
+        output_transform: Callable | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
+        output_transform = detection_output if output_transform is None else output_transform
         self.coco = COCOMetric(classes=list(classes), iou_list=list(iou_list), max_detection=[int(max_detection)])
         self.metric = metric
         super().__init__(output_transform=output_transform, device=device)
@@ -234,22 +273,25 @@ class COCODetectionMetric(Metric):
     def reset(self) -> None:
         self._preds: list[dict] = []
         self._targets: list[dict] = []
+        self._sources: list[str | None] = []
 
     @reinit__is_reduced
     def update(self, output: Sequence) -> None:
-        preds, targets = output
+        preds, targets = output[0], output[1]
         if targets is None:
             raise ValueError("COCODetectionMetric needs the true boxes; the validation datalist has none.")
         self._preds += [{k: v.detach().cpu().numpy() for k, v in p.items()} for p in preds]
         self._targets += [{k: v.detach().cpu().numpy() for k, v in t.items()} for t in targets]
+        self._sources += list(output[2]) if len(output) > 2 else [None] * len(preds)
 
     def compute(self) -> float:
         preds, targets = self._preds, self._targets
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered: list = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (preds, targets))
-            preds = [p for g in gathered for p in g[0]]
-            targets = [t for g in gathered for t in g[1]]
+            torch.distributed.all_gather_object(gathered, (preds, targets, self._sources))
+            preds, targets = _once_per_source(
+                [p for g in gathered for p in g[0]], [t for g in gathered for t in g[1]], [s for g in gathered for s in g[2]]
+            )
         results = matching_batch(
             iou_fn=box_iou,
             iou_thresholds=self.coco.iou_thresholds,

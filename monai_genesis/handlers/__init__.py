@@ -1,5 +1,5 @@
 """Ignite handlers and helpers of the bundles: checkpoints and resume, gradient clipping, pictures of the pretexts,
-pretrained weights, reseeding and the run folder."""
+pretrained weights, reseeding, the run folder and a validation before training."""
 
 from monai_genesis.handlers.checkpoints import RESUME_PREFIX, ResumeHandler, latest_checkpoint, negative_key_metric
 from monai_genesis.handlers.gradients import GradientNormClipper
@@ -16,6 +16,7 @@ from monai_genesis.handlers.restoration import (
     restoration_images,
     stored_volume,
 )
+from monai_genesis.handlers.validation import ValidateAtStart
 
 __all__ = [
     "FinalModelSaver",
@@ -31,6 +32,7 @@ __all__ = [
     "RestorationPNGSaver",
     "ResumeHandler",
     "SliceRestorationSaver",
+    "ValidateAtStart",
     "check_pretrained",
     "default_finetune",
     "engine_loss",

@@ -8,7 +8,7 @@ import pytest
 from tests.bundles.workflows import BUNDLES, REPO
 
 NAMES = ["genesis_pretrain", "mae_pretrain", "cspr_pretrain", "finetune_segmentation", "finetune_classification",
-         "genesis_chest_ct"]
+         "finetune_detection", "genesis_chest_ct"]
 MAX_EXPRESSIONS, MAX_LENGTH = 20, 100
 
 
@@ -60,9 +60,14 @@ def test_no_config_is_repeated_between_bundles_and_ddp_is_one_file():
 
 
 @pytest.mark.parametrize("name", ["genesis_pretrain", "mae_pretrain", "cspr_pretrain", "finetune_segmentation",
-                                  "finetune_classification"])
+                                  "finetune_classification", "finetune_detection"])
 def test_training_bundles_leave_the_engine_to_the_base(name):
     train = json.loads((BUNDLES / name / "configs" / "train.json").read_text())
     assert "trainer" not in train["train"] and "evaluator" not in train["validate"]
-    assert not {"bundle_root", "device", "run", "finalize"} & set(train)
+    assert not {"bundle_root", "device", "network", "run", "finalize"} & set(train)
     assert train["key_metric_mode"] in ("min", "max")
+    # the recipe names the engines the base builds: MONAI's supervised ones, or its own (detection)
+    assert train["train"]["engine"] and train["validate"]["engine"]
+    base = json.loads((REPO / "configs" / "base" / "train.json").read_text())
+    assert base["train#trainer"]["_target_"] == "@train#engine"
+    assert base["validate#evaluator"]["_target_"] == "@validate#engine"

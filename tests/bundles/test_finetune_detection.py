@@ -1,6 +1,6 @@
-"""The finetune_detection bundle end to end: the quick run of the docs (train.json + configs/quick.json) learns to
-find the blobs of the phantoms, evaluation and inference write boxes, a CSPR checkpoint loads into the backbone,
-and bad input stops the run naming the file and the fix."""
+"""The finetune_detection bundle end to end: the quick run of the docs (train.json + the shared base +
+configs/quick.json) learns to find the blobs of the phantoms, evaluation and inference write boxes, a CSPR checkpoint
+loads into the backbone, and bad input stops the run naming the file and the fix."""
 
 import json
 import logging
@@ -21,6 +21,8 @@ from monai_genesis.networks import GenesisUNet
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "finetune_detection"
 QUICK = str(REPO / "configs" / "quick.json")
+# the shared base the bundle's train.json is a recipe over (trainer, evaluator, checkpoints, resume, logging)
+BASE = str(REPO / "configs" / "base" / "train.json")
 SCHEMA = Path(__file__).with_name("metadata_schema.json")
 # a one-epoch run on four phantoms, for the checks that need a trained network but not a good one
 TINY = {"num_detection_phantoms": 4, "epochs": 1, "val_interval": 1, "num_workers": 0, "batch_size": 2}
@@ -32,8 +34,8 @@ def _config(name):
 
 def _workflow(kind, root, **override):
     files = {
-        "train": [_config("train"), QUICK],
-        "evaluate": [_config("train"), _config("evaluate"), QUICK],
+        "train": [_config("train"), BASE, QUICK],
+        "evaluate": [_config("train"), BASE, _config("evaluate"), QUICK],
         "inference": [_config("inference"), QUICK],
     }[kind]
     workflow = ConfigWorkflow(
@@ -164,13 +166,71 @@ def test_box_outside_the_image_stops_the_run_naming_the_file(tmp_path):
 
 def test_model_zoo_layout_and_metadata(tmp_path):
     for name in ["LICENSE", "configs/metadata.json", "configs/train.json", "configs/evaluate.json", "configs/inference.json",
-                 "configs/multi_gpu_train.json", "configs/logging.conf", "docs/README.md", "docs/data_license.txt"]:
+                 "configs/logging.conf", "docs/README.md", "docs/data_license.txt"]:
         assert (BUNDLE / name).is_file(), name
+    # DDP is the shared configs/multi_gpu_train.json, as for every bundle
+    assert not (BUNDLE / "configs" / "multi_gpu_train.json").exists()
     schema = tmp_path / "schema.json"
     schema.write_bytes(SCHEMA.read_bytes())
     import hashlib
 
     verify_metadata(meta_file=_config("metadata"), filepath=str(schema), hash_val=hashlib.md5(schema.read_bytes()).hexdigest())
-    train = json.loads(Path(_config("train")).read_text())
+    from monai.bundle import ConfigParser
+
+    # what a run reads: the recipe merged with the shared base
+    train = ConfigParser.load_config_files([_config("train"), BASE])
     assert [i for i in ["in_channels", "out_channels", "out_activation", "network_def", "network", "loss", "optimizer",
                         "train", "validate", "initialize", "run", "finalize"] if i not in train] == []
+
+
+def test_release_zip_merges_the_base_and_runs_alone(quick_run, tmp_path):
+    """The release zip carries train.json merged with the shared base (as every bundle's zip), the shared DDP override
+    and the trained model; its train.json trains alone and its inference finds boxes with the released model."""
+    import shutil
+    import zipfile
+
+    from monai_genesis.packaging import package
+
+    root, _, _ = quick_run
+    src = shutil.copytree(BUNDLE, tmp_path / "src" / "finetune_detection",
+                          ignore=shutil.ignore_patterns("models", "eval", "runs"))
+    (src / "models").mkdir()
+    shutil.copy(root / "models" / "model.pt", src / "models" / "model.pt")
+    zip_path = package(src, out=tmp_path / "dist", fragments=REPO / "configs")
+    version = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["version"]
+    assert Path(zip_path).name == f"finetune_detection_v{version}.zip"
+    with zipfile.ZipFile(zip_path) as zf:
+        names = zf.namelist()
+        zf.extractall(tmp_path / "unpacked")
+    assert "finetune_detection/configs/multi_gpu_train.json" in names and "finetune_detection/models/model.pt" in names
+    assert not [n for n in names if "/configs/base/" in n]
+    fetched = tmp_path / "unpacked" / "finetune_detection"
+    train = json.loads((fetched / "configs" / "train.json").read_text())
+    assert train["train"]["trainer"]["_target_"] == "@train#engine"
+    assert train["train"]["engine"]["_target_"] == "monai_genesis.detection.DetectionTrainer"
+    assert train["validate"]["evaluator"]["_target_"] == "@validate#engine"
+    assert train["train"]["handlers"][0]["_target_"] == "monai_genesis.handlers.PretrainedLoader"
+    assert any(h.get("_target_") == "monai_genesis.handlers.ResumeHandler" for h in train["train"]["handlers"])
+    assert list(train)[:2] == ["imports", "bundle_root"] and list(train)[-3:] == ["initialize", "run", "finalize"]
+
+    # the unpacked train.json runs alone (with the packed quick.json), as in any Model Zoo bundle
+    run = ConfigWorkflow(config_file=[str(fetched / "configs" / "train.json"), str(fetched / "configs" / "quick.json")],
+                         meta_file=str(fetched / "configs" / "metadata.json"), logging_file=False,
+                         workflow_type="train", bundle_root=str(tmp_path / "run"), **TINY)
+    run.initialize()
+    assert run.check_properties() == []
+    run.run()
+    run.finalize()
+    assert (tmp_path / "run" / "models" / "model_final.pt").is_file()
+
+    image, _ = blob_phantom((64, 64, 64), seed=1000, num_blobs=1)
+    scan = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(image.astype(np.int16), np.diag([2.0, 2.0, 2.0, 1.0])), str(scan))
+    infer = ConfigWorkflow(config_file=[str(fetched / "configs" / "inference.json"), str(fetched / "configs" / "quick.json")],
+                           meta_file=str(fetched / "configs" / "metadata.json"), logging_file=False,
+                           workflow_type="infer", bundle_root=str(fetched), images=[str(scan)],
+                           output_dir=str(tmp_path / "out"))
+    infer.initialize()
+    infer.run()
+    result = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert len(result["test"]) == 1 and len(result["test"][0]["box"]) >= 1

@@ -5,7 +5,8 @@ import pytest
 from tests.bundles.workflows import BASE, QUICK, TINY, config, make_workflow, root_cause, run_workflow
 from tests.packaging.helpers import run_cli
 
-TRAINING_BUNDLES = ("genesis_pretrain", "finetune_segmentation", "finetune_classification", "mae_pretrain", "cspr_pretrain")
+TRAINING_BUNDLES = ("genesis_pretrain", "finetune_segmentation", "finetune_classification", "mae_pretrain", "cspr_pretrain",
+                    "finetune_detection")
 
 
 def _snapshot(root):

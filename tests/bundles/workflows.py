@@ -66,6 +66,12 @@ TINY = {
         "sw_batch_size": 8,
         "num_workers": 0,
     },
+    "finetune_detection": {
+        "num_detection_phantoms": 4,
+        "batch_size": 2,
+        "num_workers": 0,
+        "epochs": 1,
+    },
     "cspr_pretrain": {
         "num_classes": 2,
         "synthetic_per_class": 8,

@@ -39,6 +39,11 @@ class CubeProbe:
 
     def iteration(self, engine):
         output = engine.state.output
+        if isinstance(output, dict) and isinstance(output.get("image"), list):
+            # a detection trainer keeps its output whole: lists of image crops and of their box targets
+            self.record["clean"] += [_digest(target["box"]) for target in output["label"]]
+            self.record["corrupted"] += [_digest(image) for image in output["image"]]
+            return
         # the trainer decollates its output into one dictionary per sample
         samples = output if isinstance(output, list) else [dict(zip(output, v)) for v in zip(*output.values())]
         self.record["clean"] += [_digest(s["label"]) for s in samples]

@@ -8,7 +8,8 @@ from monai_genesis.networks import GenesisUNet
 from monai_genesis.weights import save_official_checkpoint
 from tests.packaging.helpers import run_cli
 
-TRAINING_BUNDLES = ("genesis_pretrain", "finetune_segmentation", "finetune_classification", "mae_pretrain", "cspr_pretrain")
+TRAINING_BUNDLES = ("genesis_pretrain", "finetune_segmentation", "finetune_classification", "mae_pretrain", "cspr_pretrain",
+                    "finetune_detection")
 # handlers that write logs or images; every other handler takes part in the training on all ranks (checkpoint
 # savers too: ignite's DiskSaver writes on rank 0 only, so that every rank keeps the same best-model record)
 LOGGING_OR_SAVING = {
@@ -18,6 +19,7 @@ LOGGING_OR_SAVING = {
     "RestorationImageHandler",
     "RestorationPNGSaver",
     "SliceRestorationSaver",
+    "BoxSlicePNGSaver",
 }
 RANK_ZERO_ONLY = "@not_rank_zero"
 
@@ -161,3 +163,28 @@ def test_segmentation_two_ranks_frozen_encoder(tmp_path, repo_root):
     assert encoder and all(torch.equal(final[k], reference[k]) for k in encoder)
     decoder = [k for k in final if k.startswith("up1.") and k.endswith("weight")]
     assert any(not torch.equal(final[k], reference[k]) for k in decoder)
+
+
+def test_detection_two_ranks_on_cpu(tmp_path, repo_root):
+    """torchrun of finetune_detection over the shared base and DDP override with two gloo ranks: each rank trains on
+    its own images, rank 0 alone logs and saves, the checkpoint holds the plain network's keys. Of 5 phantoms one is
+    validated, so the padded validation sampler gives it to both ranks (the metric counts it once)."""
+    from monai_genesis.detection import BACKBONE_PREFIX
+
+    probe = _probe_config(tmp_path / "probe.json", tmp_path / "probe")
+    run_root = tmp_path / "run"
+    run_root.mkdir()
+    run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+             "--config_file", _configs(repo_root, "finetune_detection", probe), "--bundle_root", str(run_root),
+             "--epochs", "2", "--val_interval", "1", "--num_detection_phantoms", "5", "--batch_size", "1"],
+            cwd=repo_root)
+
+    ranks = _ranks(tmp_path / "probe")
+    assert len(ranks[0]["corrupted"]) == len(ranks[1]["corrupted"]) > 0
+    _assert_mostly_different(ranks[0]["corrupted"], ranks[1]["corrupted"])
+    assert {"PretrainedLoader", "ValidateAtStart", "ResumeHandler"} <= set(ranks[1]["train_handlers"])
+    _assert_rank_zero_writes(ranks, run_root)
+    assert (run_root / "eval" / "boxes.png").is_file()
+    state = torch.load(run_root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)
+    assert len([k for k in state if k.startswith(BACKBONE_PREFIX)]) == 120
