@@ -99,11 +99,6 @@ class TiledReader:
         self.gather(buf, t, np.array([s % t for s in start]), out)
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", type=int, nargs=3, default=[192, 192, 160],
@@ -178,7 +173,7 @@ def main(argv=None) -> dict:
                     read(k, start, out)
                     if not np.array_equal(out, expected[i]):
                         raise AssertionError(f"{label} read other values than the stored ones")
-                rss = rss_bytes()
+                rss = common._rss_bytes(os.getpid())
                 for k, start in regions:  # every page of the regions in the page cache (and mapped)
                     read(k, start, out)
                 for r in tiled.values():
@@ -196,7 +191,7 @@ def main(argv=None) -> dict:
                 runs.append({
                     "region": name, "size": list(size), "reader": label, "regions_per_s": len(regions) / seconds,
                     "bytes_fetched_per_region": fetched, "region_bytes": region_bytes,
-                    "rss_growth_mib": (rss_bytes() - rss) / 2**20,
+                    "rss_growth_mib": (common._rss_bytes(os.getpid()) - rss) / 2**20,
                 })
                 logger.info("%s %s: %.0f regions/s", name, label, runs[-1]["regions_per_s"])
             maps.clear()

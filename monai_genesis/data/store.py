@@ -546,8 +546,8 @@ class StoredVolume:
                     self._pread(fd, plane, position)
                     position += step
             return out
-        # rows y0..y1 of every x, whole along the last axes: one read per (channel, x) into a reused buffer, then
-        # one cut of the whole region
+        # a region cut along the last axes: rows y0..y1 of every x read whole (one read per channel and x) into a
+        # reused buffer, then one cut of the whole region
         buffer, rows = _scratch((x1 - x0, y1 - y0) + tuple(inner[1:]), self.dtype)
         cut = (slice(None), slice(None)) + tuple(slice(lo, hi) for lo, hi in rest[1:])
         step, nbytes = inner[0] * tail * size, buffer[0].nbytes
