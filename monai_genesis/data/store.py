@@ -441,13 +441,19 @@ def _header_problem(path: str, record: Mapping[str, Any]) -> str | None:
 # -- one stored volume -----------------------------------------------------------------------------------------------
 
 
+# stored dtypes the compiled reads take
+_COMPILED_DTYPES = (np.dtype(np.uint16), np.dtype(np.float32))
+
+
 class StoredVolume:
     """One volume of a store: its geometry, its scaling and reads of its regions.
 
-    Reads use ``os.preadv``, one contiguous range of the file per row of the first spatial axis: straight into the
-    output when the region is whole along the last axes, else into a reused buffer that is then cut (nothing is
-    memory-mapped, so the resident memory of a process never holds the pages of the volumes it read). The header is
-    checked against the record the first time the volume is read.
+    Reads use ``pread``, one contiguous range of the file per row of the first spatial axis (one per channel when
+    the region is whole along the last axes): where Numba is enabled, the rows of a region are read, cut along the
+    last axis and, for ``read_float``, scaled to float32 in one compiled call (``kernels.read_region``); else with
+    ``os.preadv``, straight into the output when the region is whole along the last axes, or into a reused buffer
+    that is then cut. Nothing is memory-mapped, so the resident memory of a process never holds the pages of the
+    volumes it read. The header is checked against the record the first time the volume is read.
 
     Args:
         record: the volume's record.
@@ -511,7 +517,25 @@ class StoredVolume:
 
     def read(self, region: Sequence[slice] | None = None) -> np.ndarray:
         """Float32 intensities of ``region`` (a tuple of unit-step slices, channel first), or of the whole volume."""
-        return self.to_float(self.read_raw(region))
+        return self.read_float(region)
+
+    def read_float(self, region: Sequence[slice] | None = None, out: np.ndarray | None = None, fd: int | None = None):
+        """Float32 intensities of ``region`` into ``out``: read and scaled in one compiled pass where Numba is
+        enabled (the floats of ``to_float``), else the stored values read and then scaled."""
+        bounds = self._bounds(region)
+        if out is None:
+            out = np.empty([hi - lo for lo, hi in bounds], dtype=np.float32)
+        own = fd is None
+        fd = self.open() if own else fd
+        try:
+            if not self._compiled(fd, bounds, out, scaled=self.scale is not None):
+                raw = self._read(fd, region, None)
+                scales, offsets = (None, None) if self.scale is None else ([self.scale], [self.offset])
+                to_float32(raw[None], scales, offsets, out[None])
+            return out
+        finally:
+            if own:
+                os.close(fd)
 
     def to_float(self, values: np.ndarray) -> np.ndarray:
         """Float32 intensities of stored ``values`` of this volume."""
@@ -520,9 +544,25 @@ class StoredVolume:
             return to_float32(values, None, None)[0]
         return to_float32(np.ascontiguousarray(values), [self.scale], [self.offset])[0]
 
-    def _read(self, fd: int, region, out):
+    def _bounds(self, region) -> list[tuple[int, int]]:
         region = tuple(region or ()) + (slice(None),) * (len(self.shape) - len(region or ()))
-        bounds = [r.indices(s)[:2] for r, s in zip(region, self.shape)]
+        return [r.indices(s)[:2] for r, s in zip(region, self.shape)]
+
+    def _compiled(self, fd: int, bounds, out: np.ndarray, scaled: bool) -> bool:
+        """Read ``bounds`` into ``out`` in one compiled call (``kernels.read_region``): the stored values, or with
+        ``scaled`` the float32 intensities; False where it does not apply or a read failed (nothing raised)."""
+        if len(self.shape) != 4 or self.dtype not in _COMPILED_DTYPES or not out.flags.c_contiguous:
+            return False
+        if not kernels.enabled():
+            return False
+        if out.dtype != (np.float32 if scaled else self.dtype) or out.shape != tuple(hi - lo for lo, hi in bounds):
+            return False
+        start = self.data_offset(fd)
+        scale = self.scale if scaled else None
+        return kernels.read_region(fd, start, self.shape, self.dtype, [lo for lo, _ in bounds], out, scale, self.offset)
+
+    def _read(self, fd: int, region, out):
+        bounds = self._bounds(region)
         if out is None:
             out = np.empty([hi - lo for lo, hi in bounds], dtype=self.dtype)
         start = self.data_offset(fd)
@@ -534,6 +574,8 @@ class StoredVolume:
             # whole rows: one read per channel, straight into the output
             for c in range(c0, c1):
                 self._pread(fd, out[c - c0], start + (c * self.shape[1] + x0) * row * size)
+            return out
+        if self._compiled(fd, bounds, out, scaled=False):
             return out
         (y0, y1) = rest[0]
         tail = int(np.prod(inner[1:], dtype=np.int64))

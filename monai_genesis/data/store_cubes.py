@@ -6,17 +6,18 @@ a pretraining does not grow with the number of volumes.
 ``fixed=True``, the same cubes every epoch as ``FixedCubeSamplesd`` cuts them (seeded by the source's file name), for
 validation.
 
-Reading. A cube is read by :py:meth:`monai_genesis.data.StoredVolume.read_raw`, one ``os.preadv`` per channel and
-row of its first spatial axis (64 calls for a 64×64×32 cube), straight from the ``.npy`` file into a buffer: nothing
-is memory-mapped, so the resident memory of a
-process never holds the pages of the volumes it read (a page-cache page touched through a map counts in the RSS of
-every process that mapped it), and the volumes need no re-mapping when a loader jumps between them. At most
-``max_open`` files stay open per process (opening one again costs a few microseconds).
+Reading. A cube is read by :py:class:`monai_genesis.data.StoredVolume`, one ``pread`` per channel and row of its
+first spatial axis (64 calls for a 64×64×32 cube), straight from the ``.npy`` file; where Numba is enabled the rows
+are cut and scaled to float32 in the same compiled call (``StoredVolume.read_float``). Nothing is memory-mapped, so
+the resident memory of a process never holds the pages of the volumes it read (a page-cache page touched through a
+map counts in the RSS of every process that mapped it), and the volumes need no re-mapping when a loader jumps
+between them. At most ``max_open`` files stay open per process (opening one again costs a few microseconds).
 
 Loading batches fast. With ``collate_fn=collate_store_cubes`` (the bundles set it), ``DataLoader`` fetches a whole
-batch in one call (``__getitems__``) and a worker hands the batch to the main process as its stored uint16 voxels
-through reused shared memory (:py:mod:`monai_genesis.data.worker_batches`). Without that ``collate_fn`` the dataset
-works as any other, one float32 item at a time.
+batch in one call (``__getitems__``): read in the process that uses it, the batch is the float32 intensities, read
+and scaled in one pass per cube; a worker hands the batch to the main process as its stored uint16 voxels through
+reused shared memory (:py:mod:`monai_genesis.data.worker_batches`), half the bytes of float32, scaled as they are
+received. Without that ``collate_fn`` the dataset works as any other, one float32 item at a time.
 """
 
 from __future__ import annotations
@@ -91,6 +92,18 @@ class _CubeSource:
         self._last = (key, raw)
         return self.scaled(raw)
 
+    def read_float_into(self, start: Sequence[int], size: Sequence[int], out: np.ndarray) -> None:
+        """Write the float32 intensities of the cube at ``start`` (in the padded frame) into ``out``."""
+        region = self._region(start, size)
+        if self.padded is not None:
+            out[...] = self.padded[region]
+            return
+        key = tuple(r.indices(s)[:2] for r, s in zip(region, self.shape))
+        if self._last is not None and self._last[0] == key:
+            to_float(self._last[1][None], None if self.scale is None else [self.scale], [self.offset], out=out[None])
+            return
+        self.volume.read_float(region, out, fd=self.fileno())
+
     def read_into(self, start: Sequence[int], size: Sequence[int], out: np.ndarray) -> None:
         """Write the cube at ``start`` (in the padded frame) into ``out``: stored values, or float32 when padded."""
         region = self._region(start, size)
@@ -105,7 +118,8 @@ class _CubeSource:
 
 
 class StoreCubeBatch(Sequence):
-    """The cubes of one batch as read from the store: stored values, with the scale and geometry of each.
+    """The cubes of one batch as read from the store: stored values (in a loader worker) or float32 intensities
+    (``scales`` None; read in the process that uses them), with the scale and geometry of each.
 
     It is the sequence of the batch's items (``{"image": MetaTensor}``, made when asked for), so any ``collate_fn``
     takes it; ``collate_store_cubes`` makes the float32 batch from the stored values directly.
@@ -137,7 +151,11 @@ class StoreCubeBatch(Sequence):
 
     def to_batch(self) -> dict[str, MetaTensor]:
         """``{"image": MetaTensor}`` float32 ``(B, C, *cube)``, as ``list_data_collate`` makes of the items."""
-        return {"image": batch_tensor(self.raw, self.scales, self.offsets, self.affines, self.sources)}
+        out = None
+        if self.scales is None and self.raw.dtype == np.float32 and self.slot is None:
+            # float32 intensities read in this process: the batch takes them as they are
+            out = torch.from_numpy(self.raw)
+        return {"image": batch_tensor(self.raw, self.scales, self.offsets, self.affines, self.sources, out)}
 
 
 def collate_store_cubes(batch):
@@ -303,9 +321,8 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         i, start = self._position(index)
         volume = self.volume(i)
-        raw = np.empty((volume.shape[0], *self.sampler.cube_size), dtype=volume.raw_dtype)
-        volume.read_into(start, self.sampler.cube_size, raw)
-        cube = raw if volume.padded is not None else volume.scaled(raw)
+        cube = np.empty((volume.shape[0], *self.sampler.cube_size), dtype=np.float32)
+        volume.read_float_into(start, self.sampler.cube_size, cube)
         image = meta_tensor(torch.from_numpy(cube), self._affine(i, start), self.store[i].source)
         sample = {"image": image}
         return self.transform(sample) if self.transform is not None else sample
@@ -321,6 +338,14 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         channels = {v.shape[0] for v in volumes}
         if len(channels) > 1:
             raise ValueError(f"the volumes of a batch have different channel counts {sorted(channels)}.")
+        affines = np.stack([self._affine(i, start) for i, start in positions])
+        sources = [self.store[i].source for i, _ in positions]
+        if torch.utils.data.get_worker_info() is None:
+            # read where the batch is used: the float32 intensities straight away, in one pass per cube
+            images = np.empty((len(positions), channels.pop(), *self.sampler.cube_size), dtype=np.float32)
+            for k, ((_, start), volume) in enumerate(zip(positions, volumes)):
+                volume.read_float_into(start, self.sampler.cube_size, images[k])
+            return StoreCubeBatch(images, None, np.zeros(len(positions), np.float32), affines, sources)
         dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float32)
         raw, slot = shared_array(dtype, (len(positions), channels.pop(), *self.sampler.cube_size))
         quantised = dtype == np.uint16
@@ -340,6 +365,4 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
             if slot is not None:
                 release(slot)
             raise
-        affines = np.stack([self._affine(i, start) for i, start in positions])
-        sources = [self.store[i].source for i, _ in positions]
         return StoreCubeBatch(raw, scales, offsets, affines, sources, slot)

@@ -45,7 +45,8 @@ def _item_meta() -> dict:
 
 def batch_tensor(raw, scales, offsets, affines, sources, out: torch.Tensor | None = None) -> MetaTensor:
     out = torch.empty(raw.shape, dtype=torch.float32) if out is None else out
-    to_float(raw, scales, offsets, out=out.numpy())
+    if not (scales is None and raw.dtype == np.float32 and raw.ctypes.data == out.data_ptr()):
+        to_float(raw, scales, offsets, out=out.numpy())
     meta = {k: [v] * len(sources) for k, v in _item_meta().items() if k not in ("affine", "filename_or_obj")}
     meta["filename_or_obj"] = list(sources)
     meta["affine"] = torch.as_tensor(affines)

@@ -1,4 +1,4 @@
-"""Compiled CPU kernels of the per-sample corruptions (and the scaling of the volume store's values to float32),
+"""Compiled CPU kernels of the per-sample corruptions (and the reads and scaling of the volume store's values),
 through Numba when it is installed.
 
 The vectorised torch code of each corruption runs on any device, but on the CPU it makes a dozen passes over
@@ -27,6 +27,7 @@ __all__ = [
     "local_shuffle",
     "map_lut",
     "place_blocks",
+    "read_region",
     "scale_stored",
     "uniform_float32",
 ]
@@ -260,6 +261,81 @@ def scale_stored(raw: np.ndarray, scales: np.ndarray, offsets: np.ndarray, out: 
         out: float32 ``(B, N)``, C-contiguous.
     """
     _scale_stored(raw, scales, offsets, out)
+
+
+# ``pread(2)`` of the C library as compiled code calls it (the buffer's address passed as an integer); set when Numba
+# is first needed
+_PREAD = None
+
+
+@_Kernel
+def _read_region(fd, data_offset, dims, c0, x0, y0, z0, buf, scale, offset, scaled, out):
+    # out (c, x, y, z) from the file's (C, X, Y, Z) values at ``data_offset``: per (channel, x) one pread of the rows
+    # y0..y0+y (whole along z) into ``buf`` (or straight into ``out`` when the region is whole along z and copied),
+    # then the cut along z copied (or scaled) into ``out``
+    nc, nx, ny, nz = out.shape
+    item = buf.itemsize
+    nbytes = ny * dims[3] * item
+    direct = not scaled and z0 == 0 and nz == dims[3]
+    for c in range(nc):
+        for x in range(nx):
+            position = data_offset + (((c0 + c) * dims[1] + x0 + x) * dims[2] + y0) * dims[3] * item
+            target = out[c, x].ctypes.data if direct else buf.ctypes.data
+            if _PREAD(fd, target, nbytes, position) != nbytes:
+                return 1
+            if direct:
+                continue
+            for y in range(ny):
+                src = buf[y, z0 : z0 + nz]
+                dst = out[c, x, y]
+                if scaled:
+                    for z in range(nz):
+                        dst[z] = np.float32(src[z]) * scale + offset
+                else:
+                    for z in range(nz):
+                        dst[z] = src[z]
+    return 0
+
+
+# per process: the row buffer of the last region shape read
+_ROWS: dict[tuple, np.ndarray] = {}
+
+
+def read_region(fd: int, data_offset: int, dims, dtype, start, out: np.ndarray, scale=None, offset=0.0) -> bool:
+    """Read the region of ``out``'s shape at ``start`` of a stored ``(C, X, Y, Z)`` C-order array into ``out``, in
+    one compiled call: one ``pread`` per channel and row of the first spatial axis (whole along the last axis, as
+    ``StoredVolume`` reads), cut along the last axis; with ``scale``, the float32 intensities
+    ``float32(value) * scale + offset`` (the floats of :py:func:`scale_stored`) are written instead of the values.
+
+    Args:
+        fd: open file descriptor of the stored array.
+        data_offset: byte offset of its values in the file.
+        dims: its shape ``(C, X, Y, Z)``.
+        dtype: its dtype.
+        start: the region's first index ``(c, x, y, z)``.
+        out: C-contiguous ``(c, x, y, z)``: of ``dtype``, or float32 with ``scale``.
+        scale: scale of the stored values; ``None`` copies them.
+        offset: offset added after the scale.
+
+    Returns:
+        False when a read came short or failed (``out`` then holds partial values): the caller reads again the
+        Python way, which raises the error.
+    """
+    global _PREAD
+    if _PREAD is None:
+        types = _numba().types
+        _PREAD = types.ExternalFunction("pread", types.int64(types.int32, types.uintp, types.uintp, types.int64))
+    key = (int(out.shape[2]), int(dims[3]), np.dtype(dtype).str)
+    buf = _ROWS.get(key)
+    if buf is None:
+        _ROWS.clear()
+        buf = _ROWS[key] = np.empty(key[:2], dtype=key[2])
+    scaled = scale is not None
+    code = _read_region(
+        int(fd), int(data_offset), np.asarray(dims, dtype=np.int64), *(int(s) for s in start), buf,
+        np.float32(scale if scaled else 1.0), np.float32(offset), scaled, out,
+    )
+    return code == 0
 
 
 @_Kernel

@@ -93,6 +93,64 @@ def test_store_holds_half_the_bytes_and_the_old_intensities(tmp_path, volumes):
     assert VolumeStore(tmp_path / "store").keys == sorted(store.keys)
 
 
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "float16"])
+def test_compiled_reads_give_the_values_and_floats_of_the_python_reads(tmp_path, dtype, monkeypatch):
+    pytest.importorskip("numba")
+    path = _write_ct(tmp_path / "two.nii.gz", shape=(30, 26, 22), channels=2)
+    volume = _prepare([path], tmp_path / "store", dtype=dtype)[0]
+    assert volume.shape == (2, 30, 26, 22) and volume.dtype == np.dtype(dtype)
+    z = slice(0, 22)
+    regions = [
+        (slice(None), slice(3, 20), slice(5, 9), slice(2, 18)),  # cut along every axis
+        (slice(1, 2), slice(0, 30), slice(4, 26), slice(7, 8)),  # one channel, one slice along z
+        (slice(None), slice(29, 30), slice(0, 1), z),  # one row, whole along z
+        (slice(None), slice(2, 5), slice(0, 26), z),  # whole along the last axes
+        None,  # the whole volume
+    ]
+    read = [(volume.read_raw(r), volume.read(r)) for r in regions]
+    calls = []
+    monkeypatch.setattr(store_module.kernels, "read_region", _counting(store_module.kernels.read_region, calls))
+    read = [(volume.read_raw(r), volume.read(r)) for r in regions]
+    # compiled: every float32 read, and the raw reads but those of whole rows (one read per channel); none of float16
+    assert len(calls) == (8 if dtype != "float16" else 0)
+    monkeypatch.setenv("MONAI_GENESIS_NUMBA", "0")
+    for region, (raw, floats) in zip(regions, read):
+        python_raw, python_floats = volume.read_raw(region), volume.read(region)
+        assert raw.dtype == python_raw.dtype == volume.dtype and floats.dtype == python_floats.dtype == np.float32
+        np.testing.assert_array_equal(raw, python_raw)
+        np.testing.assert_array_equal(floats, python_floats)
+    assert len(calls) == (8 if dtype != "float16" else 0)
+    # into a given output (a cube of a batch), and the float32 of a cut region is its stored values scaled
+    monkeypatch.delenv("MONAI_GENESIS_NUMBA")
+    out = np.full((2, 17, 4, 16), np.nan, dtype=np.float32)
+    assert volume.read_float(regions[0], out) is out
+    np.testing.assert_array_equal(out, read[0][1])
+    if dtype == "uint16":
+        expected = read[0][0].astype(np.float32) * volume.scale + volume.offset
+        np.testing.assert_array_equal(out, expected)
+
+
+def _counting(fn, calls):
+    def counted(*args, **kwargs):
+        calls.append(args[4])
+        return fn(*args, **kwargs)
+
+    return counted
+
+
+def test_a_short_file_is_named_by_the_compiled_read(tmp_path, volumes):
+    pytest.importorskip("numba")
+    volume = _prepare(volumes[:1], tmp_path / "store")[0]
+    _, nx, ny, _ = volume.shape
+    region = (slice(None), slice(nx - 3, nx), slice(ny - 8, ny), slice(3, 9))  # reaching the file's end
+    volume.read_raw(region)
+    os.truncate(volume.path, os.path.getsize(volume.path) - 200)
+    for read in (volume.read_raw, volume.read):
+        with pytest.raises(GenesisInputError, match="shorter than its record says") as err:
+            read(region)
+        assert os.path.basename(volume.path) in str(err.value)
+
+
 def test_float16_and_resampling(tmp_path, volumes):
     store = _prepare(volumes[:1], tmp_path / "store", pixdim=(1.6, 1.6, 2.0), dtype="float16")
     volume = store[0]

@@ -1,4 +1,5 @@
 import os
+from unittest import mock
 
 import nibabel as nib
 import numpy as np
@@ -163,7 +164,19 @@ def test_batched_loader_gives_the_batches_of_the_item_path(store, num_workers):
 def test_batched_cubes_are_the_float32_intensities_within_quantisation(store):
     paths, index = store
     ds = StoreCubeDataset(index, paths, cubes_per_volume=4, fixed=True, seed=3, cube_size=CUBE, border=(4, 4, 2))
-    batch = collate_store_cubes(ds.__getitems__(list(range(12))))["image"]
+    read = ds.__getitems__(list(range(12)))
+    # read where it is used: the float32 intensities already, which the batch takes without a copy
+    assert read.raw.dtype == np.float32 and read.scales is None and read.raw.shape == (12, 1, *CUBE)
+    batch = collate_store_cubes(read)["image"]
+    assert batch.data_ptr() == read.raw.ctypes.data
+    # in a worker: the stored values and their scales, half the bytes
+    with mock.patch.object(torch.utils.data, "get_worker_info", return_value=object()):
+        stored = ds.__getitems__(list(range(12)))
+    assert stored.raw.dtype == np.uint16 and stored.scales.shape == (12,)
+    torch.testing.assert_close(stored.to_batch()["image"].as_tensor(), batch.as_tensor(), rtol=0, atol=0)
+    if stored.slot is not None:
+        worker_batches.release(stored.slot)
+        stored.slot = None
     for k, path in enumerate(paths):
         old = FixedCubeSamplesd("image", seed=3, cube_size=CUBE, border=(4, 4, 2), num_samples=4)(_old_volume(path))
         for j in range(4):
