@@ -14,10 +14,10 @@ map counts in the RSS of every process that mapped it), and the volumes need no 
 between them. At most ``max_open`` files stay open per process (opening one again costs a few microseconds).
 
 Loading batches fast. With ``collate_fn=collate_store_cubes`` (the bundles set it), ``DataLoader`` fetches a whole
-batch in one call (``__getitems__``): read in the process that uses it, the batch is the float32 intensities, read
-and scaled in one pass per cube; a worker hands the batch to the main process as its stored uint16 voxels through
-reused shared memory (:py:mod:`monai_genesis.data.worker_batches`), half the bytes of float32, scaled as they are
-received. Without that ``collate_fn`` the dataset works as any other, one float32 item at a time.
+batch in one call (``__getitems__``), read and scaled in one pass per cube straight into the batch. A loader worker
+reads it into one of its reused shared-memory buffers (:py:mod:`monai_genesis.data.worker_batches`), and the
+receiving process's batch is that buffer: nothing is copied or converted in the main process. Without that
+``collate_fn`` the dataset works as any other, one float32 item at a time.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from monai.utils import MAX_SEED
 
 from monai_genesis.data import worker_batches
 from monai_genesis.data.store import StoredVolume, VolumeStore
-from monai_genesis.data.worker_batches import batch_tensor, meta_tensor, release, shared_array, ship, to_float
+from monai_genesis.data.worker_batches import batch_tensor, meta_tensor, release, shared_array, ship
 from monai_genesis.errors import GenesisInputError
 from monai_genesis.transforms.cubes import RandCubeSamples
 
@@ -52,14 +52,13 @@ class _CubeSource:
     """A stored volume as cubes are cut from it: padded with zeros on both sides where it is smaller than the cube
     (as ``SpatialPadd``; such a volume is small and kept in memory as float32), and remembering its last read.
 
-    ``__getitem__`` gives float32 intensities (what ``RandCubeSamples`` filters on); ``read_into`` gives the stored
-    values, for the batched path.
+    ``__getitem__`` gives the float32 intensities of a region (what ``RandCubeSamples`` filters on);
+    ``read_float_into`` writes those of a cube into a given array.
     """
 
     def __init__(self, volume: StoredVolume, cube_size: Sequence[int], fileno: Callable[[], int]) -> None:
         self.volume = volume
         self.fileno = fileno
-        self.scale, self.offset = volume.scale, volume.offset
         spatial = volume.shape[1:]
         self.pad_before = tuple(max(c - s, 0) // 2 for s, c in zip(spatial, cube_size))
         self.padded: np.ndarray | None = None
@@ -67,68 +66,47 @@ class _CubeSource:
         self._last: tuple[tuple, np.ndarray] | None = None
         if any(s < c for s, c in zip(spatial, cube_size)):
             widths = [(0, 0)] + [(b, max(c - s, 0) - b) for s, c, b in zip(spatial, cube_size, self.pad_before)]
-            self.padded = np.pad(volume.to_float(volume.read_raw(fd=fileno())), widths)
+            self.padded = np.pad(volume.read_float(fd=fileno()), widths)
             self.shape = self.padded.shape
-
-    @property
-    def raw_dtype(self) -> np.dtype:
-        """The dtype ``read_into`` writes: the stored one, or float32 for a padded volume."""
-        return np.dtype(np.float32) if self.padded is not None else self.volume.dtype
-
-    def scaled(self, values: np.ndarray) -> np.ndarray:
-        return self.volume.to_float(values)
 
     def _region(self, start: Sequence[int], size: Sequence[int]) -> tuple[slice, ...]:
         return (slice(None),) + tuple(slice(s, s + c) for s, c in zip(start, size))
+
+    def _key(self, region) -> tuple:
+        return tuple(r.indices(s)[:2] for r, s in zip(region, self.shape))
 
     def __getitem__(self, region) -> np.ndarray:
         """Float32 intensities of ``region`` (a tuple of unit-step slices)."""
         if self.padded is not None:
             return np.array(self.padded[region])
         region = tuple(region) + (slice(None),) * (len(self.shape) - len(region))
-        key = tuple(r.indices(s)[:2] for r, s in zip(region, self.shape))
-        raw = self.volume.read_raw(region, fd=self.fileno())
+        floats = self.volume.read_float(region, fd=self.fileno())
         # the filter reads the cube it then keeps: remember the last read so the cube is not read twice
-        self._last = (key, raw)
-        return self.scaled(raw)
+        self._last = (self._key(region), floats)
+        return floats
 
     def read_float_into(self, start: Sequence[int], size: Sequence[int], out: np.ndarray) -> None:
         """Write the float32 intensities of the cube at ``start`` (in the padded frame) into ``out``."""
         region = self._region(start, size)
         if self.padded is not None:
             out[...] = self.padded[region]
-            return
-        key = tuple(r.indices(s)[:2] for r, s in zip(region, self.shape))
-        if self._last is not None and self._last[0] == key:
-            to_float(self._last[1][None], None if self.scale is None else [self.scale], [self.offset], out=out[None])
-            return
-        self.volume.read_float(region, out, fd=self.fileno())
-
-    def read_into(self, start: Sequence[int], size: Sequence[int], out: np.ndarray) -> None:
-        """Write the cube at ``start`` (in the padded frame) into ``out``: stored values, or float32 when padded."""
-        region = self._region(start, size)
-        if self.padded is not None:
-            out[...] = self.padded[region]
-            return
-        key = tuple(r.indices(s)[:2] for r, s in zip(region, self.shape))
-        if self._last is not None and self._last[0] == key:
+        elif self._last is not None and self._last[0] == self._key(region):
             out[...] = self._last[1]
-            return
-        self.volume.read_raw(region, out, fd=self.fileno())
+        else:
+            self.volume.read_float(region, out, fd=self.fileno())
 
 
 class StoreCubeBatch(Sequence):
-    """The cubes of one batch as read from the store: stored values (in a loader worker) or float32 intensities
-    (``scales`` None; read in the process that uses them), with the scale and geometry of each.
+    """The cubes of one batch as read from the store: their float32 intensities ``(B, C, *cube)`` (in a loader
+    worker, in one of its reused shared buffers), with the geometry of each.
 
     It is the sequence of the batch's items (``{"image": MetaTensor}``, made when asked for), so any ``collate_fn``
-    takes it; ``collate_store_cubes`` makes the float32 batch from the stored values directly.
+    takes it; ``collate_store_cubes`` makes the batch of the intensities as they are.
     """
 
-    def __init__(self, raw: np.ndarray, scales: np.ndarray | None, offsets: np.ndarray, affines: np.ndarray,
-                 sources: list[str], slot: int | None = None) -> None:
-        self.raw, self.scales, self.offsets, self.affines, self.sources = raw, scales, offsets, affines, sources
-        # the worker's shared buffer that ``raw`` lives in, until it is shipped to the receiving process
+    def __init__(self, images: np.ndarray, affines: np.ndarray, sources: list[str], slot: int | None = None) -> None:
+        self.images, self.affines, self.sources = images, affines, sources
+        # the worker's shared buffer that ``images`` lives in, until it is shipped to the receiving process
         self.slot = slot
         self._items: dict[int, dict] = {}
 
@@ -145,25 +123,26 @@ class StoreCubeBatch(Sequence):
             return [self[i] for i in range(*k.indices(len(self)))]
         k = range(len(self))[k]
         if k not in self._items:
-            image = to_float(self.raw[k : k + 1], self.scales, self.offsets, first=k)[0]
-            self._items[k] = {"image": meta_tensor(torch.from_numpy(image), self.affines[k], self.sources[k])}
+            # a copy: the batch's buffer is used again once the batch is gone
+            image = torch.from_numpy(np.array(self.images[k]))
+            self._items[k] = {"image": meta_tensor(image, self.affines[k], self.sources[k])}
         return self._items[k]
 
     def to_batch(self) -> dict[str, MetaTensor]:
-        """``{"image": MetaTensor}`` float32 ``(B, C, *cube)``, as ``list_data_collate`` makes of the items."""
-        out = None
-        if self.scales is None and self.raw.dtype == np.float32 and self.slot is None:
-            # float32 intensities read in this process: the batch takes them as they are
-            out = torch.from_numpy(self.raw)
-        return {"image": batch_tensor(self.raw, self.scales, self.offsets, self.affines, self.sources, out)}
+        """``{"image": MetaTensor}`` float32 ``(B, C, *cube)``, as ``list_data_collate`` makes of the items; it
+        takes the intensities without a copy, unless they are in a worker's buffer (used again once this batch is
+        gone)."""
+        images = self.images if self.slot is None else np.array(self.images)
+        return {"image": batch_tensor(images, self.affines, self.sources)}
 
 
 def collate_store_cubes(batch):
-    """``collate_fn`` of a ``DataLoader`` over ``StoreCubeDataset``: the float32 batch made from the stored values.
+    """``collate_fn`` of a ``DataLoader`` over ``StoreCubeDataset``: the float32 ``{"image": MetaTensor}`` batch of
+    the cubes as they were read, without a copy.
 
-    In a loader worker the batch leaves as the stored values in a reused shared-memory buffer and becomes the float32
-    ``{"image": MetaTensor}`` batch in the receiving process. Items of other data sets (or of a ``StoreCubeDataset``
-    with a ``transform``) are collated by ``monai.data.list_data_collate``.
+    In a loader worker the batch stays in the worker's reused shared-memory buffer: the receiving process's batch is
+    a view of it, and the buffer is used again once that batch (and every view of it) is gone. Items of other data
+    sets (or of a ``StoreCubeDataset`` with a ``transform``) are collated by ``monai.data.list_data_collate``.
     """
     if not isinstance(batch, StoreCubeBatch):
         return list_data_collate(batch)
@@ -328,41 +307,23 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         return self.transform(sample) if self.transform is not None else sample
 
     def __getitems__(self, indices: Sequence[int]) -> StoreCubeBatch | list[dict[str, Any]]:
-        """The items ``indices`` in one call: a ``StoreCubeBatch`` of stored values (a list of items with a
-        ``transform``, which works on float32 items)."""
+        """The items ``indices`` in one call: a ``StoreCubeBatch`` of their float32 intensities (a list of items
+        with a ``transform``, which works on items)."""
         if not _is_identity(self.transform):
             return [self[i] for i in indices]
         positions = [self._position(index) for index in indices]
         volumes = [self.volume(i) for i, _ in positions]
-        dtypes = {v.raw_dtype for v in volumes}
         channels = {v.shape[0] for v in volumes}
         if len(channels) > 1:
             raise ValueError(f"the volumes of a batch have different channel counts {sorted(channels)}.")
-        affines = np.stack([self._affine(i, start) for i, start in positions])
-        sources = [self.store[i].source for i, _ in positions]
-        if torch.utils.data.get_worker_info() is None:
-            # read where the batch is used: the float32 intensities straight away, in one pass per cube
-            images = np.empty((len(positions), channels.pop(), *self.sampler.cube_size), dtype=np.float32)
+        images, slot = shared_array(np.dtype(np.float32), (len(positions), channels.pop(), *self.sampler.cube_size))
+        try:
             for k, ((_, start), volume) in enumerate(zip(positions, volumes)):
                 volume.read_float_into(start, self.sampler.cube_size, images[k])
-            return StoreCubeBatch(images, None, np.zeros(len(positions), np.float32), affines, sources)
-        dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float32)
-        raw, slot = shared_array(dtype, (len(positions), channels.pop(), *self.sampler.cube_size))
-        quantised = dtype == np.uint16
-        scales = np.ones(len(positions), np.float32) if quantised else None
-        offsets = np.zeros(len(positions), np.float32)
-        try:
-            for k, ((i, start), volume) in enumerate(zip(positions, volumes)):
-                if dtype == volume.raw_dtype:
-                    volume.read_into(start, self.sampler.cube_size, raw[k])
-                    if quantised:
-                        scales[k], offsets[k] = volume.scale, volume.offset
-                else:
-                    cube = np.empty(raw.shape[1:], dtype=volume.raw_dtype)
-                    volume.read_into(start, self.sampler.cube_size, cube)
-                    raw[k] = cube if volume.padded is not None else volume.scaled(cube)
         except BaseException:
             if slot is not None:
                 release(slot)
             raise
-        return StoreCubeBatch(raw, scales, offsets, affines, sources, slot)
+        affines = np.stack([self._affine(i, start) for i, start in positions])
+        sources = [self.store[i].source for i, _ in positions]
+        return StoreCubeBatch(images, affines, sources, slot)

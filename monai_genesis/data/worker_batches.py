@@ -1,10 +1,12 @@
-"""Moving batches of stored cube values from ``DataLoader`` workers to the receiving process.
+"""Moving batches of cubes from ``DataLoader`` workers to the receiving process.
 
-A worker writes a batch's stored voxels (uint16 for the default store) into a small pool of shared-memory buffers
-that it reuses: only the buffer's number crosses the process boundary after the first batch a buffer carries, and the
-receiving process scales the voxels to float32 as it receives them (the scale and offset of each volume travel with
-the batch). Moving a fresh float32 tensor per batch through shared memory, PyTorch's default, cost more than reading
-the cubes: with 2 persistent workers the loader cut 3 317 cubes/s of 64×64×32 this way against 1 119 with PyTorch's
+A worker reads a batch's float32 intensities into one of a small pool of shared-memory buffers that it reuses: only
+the buffer's number crosses the process boundary after the first batch a buffer carries, and the receiving process's
+batch is a view of the buffer, neither copied nor converted there. The receiving process hands a buffer back when
+the last view of its batch is gone (a finalizer of the array the batch's storage holds), and only then does the
+worker write into it again; a worker whose buffers are all held (at most ``_POOL_LIMIT``) sends fresh shared tensors.
+Moving a fresh tensor per batch through shared memory, PyTorch's default, cost more than reading the cubes: with 2
+persistent workers the loader cut 3 317 cubes/s of 64×64×32 with reused buffers against 1 119 with PyTorch's
 hand-over (``python benchmarks/pretraining_scale.py --volumes 8 --shape 256 256 96 --skip-train --loader-paths batched
 batched_plain``, 2-core AMD EPYC VM, load average 3.8; ``benchmarks/results/pretraining_scale_handover_cpu.md``).
 """
@@ -14,23 +16,16 @@ from __future__ import annotations
 import functools
 import os
 import uuid
+import weakref
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.utils import TraceKeys
 
-from monai_genesis.data.store import to_float32
 from monai_genesis.utils import pid_alive
 
-__all__ = ["batch_tensor", "meta_tensor", "release", "shared_array", "ship", "to_float"]
-
-
-def to_float(raw: np.ndarray, scales, offsets, first: int = 0, out: np.ndarray | None = None) -> np.ndarray:
-    """Float32 intensities of stored cubes ``raw`` (cube ``k`` is cube ``first + k`` of ``scales``/``offsets``)."""
-    if scales is None:
-        return to_float32(raw, None, None, out)
-    return to_float32(raw, scales[first : first + len(raw)], offsets[first : first + len(raw)], out)
+__all__ = ["batch_tensor", "meta_tensor", "release", "shared_array", "ship"]
 
 
 def meta_tensor(image: torch.Tensor, affine: np.ndarray, source: str) -> MetaTensor:
@@ -43,14 +38,13 @@ def _item_meta() -> dict:
     return dict(meta_tensor(torch.empty(0), np.eye(4), "").meta)
 
 
-def batch_tensor(raw, scales, offsets, affines, sources, out: torch.Tensor | None = None) -> MetaTensor:
-    out = torch.empty(raw.shape, dtype=torch.float32) if out is None else out
-    if not (scales is None and raw.dtype == np.float32 and raw.ctypes.data == out.data_ptr()):
-        to_float(raw, scales, offsets, out=out.numpy())
+def batch_tensor(images: np.ndarray, affines, sources) -> MetaTensor:
+    """The batch ``MetaTensor`` of float32 ``images`` ``(B, C, *cube)`` (sharing their memory), as
+    ``list_data_collate`` makes of the items."""
     meta = {k: [v] * len(sources) for k, v in _item_meta().items() if k not in ("affine", "filename_or_obj")}
     meta["filename_or_obj"] = list(sources)
     meta["affine"] = torch.as_tensor(affines)
-    batch = MetaTensor(out, meta=meta, applied_operations=[TraceKeys.NONE] * len(sources))
+    batch = MetaTensor(torch.from_numpy(images), meta=meta, applied_operations=[TraceKeys.NONE] * len(sources))
     batch.is_batch = True
     return batch
 
@@ -121,7 +115,7 @@ class _Shipped:
         batch.slot = None
         self.buffer = None
         if index is None:
-            self.buffer = torch.from_numpy(np.ascontiguousarray(batch.raw))
+            self.buffer = torch.from_numpy(np.ascontiguousarray(batch.images))
             return
         entry = _pool().buffers[index]
         if not entry[1]:
@@ -130,26 +124,15 @@ class _Shipped:
 
     def __reduce__(self):
         b = self.batch
-        return _receive, (
-            _Pool.token,
-            os.getpid(),
-            self.index,
-            self.buffer,
-            b.raw.dtype.str,
-            b.raw.shape,
-            b.scales,
-            b.offsets,
-            b.affines,
-            b.sources,
-        )
+        return _receive, (_Pool.token, os.getpid(), self.index, self.buffer, b.images.shape, b.affines, b.sources)
 
 
 def ship(batch) -> _Shipped:
     if batch.slot is not None:
         return _Shipped(batch, batch.slot)
-    index = _acquire(batch.raw.nbytes)
+    index = _acquire(batch.images.nbytes)
     if index is not None:
-        _view(_pool().buffers[index][0], batch.raw.dtype, batch.raw.shape)[...] = batch.raw
+        _view(_pool().buffers[index][0], batch.images.dtype, batch.images.shape)[...] = batch.images
     return _Shipped(batch, index)
 
 
@@ -160,10 +143,14 @@ class _Received:
     pids: dict[str, int] = {}
 
 
-def _receive(token, pid, index, buffer, dtype, shape, scales, offsets, affines, sources) -> MetaTensor:
-    dtype = np.dtype(dtype)
+def _hand_back(shared: torch.Tensor) -> None:
+    # the last view of a batch is gone: the worker may write the buffer again
+    shared.numpy()[:8].view(np.int64)[0] = 0
+
+
+def _receive(token, pid, index, buffer, shape, affines, sources) -> MetaTensor:
     if index is None:
-        return batch_tensor(buffer.numpy(), scales, offsets, affines, sources)
+        return batch_tensor(buffer.numpy(), affines, sources)
     if buffer is not None:
         if token not in _Received.pids:
             # a new worker: let go of the buffers of workers that ended (non-persistent loaders restart them)
@@ -179,7 +166,7 @@ def _receive(token, pid, index, buffer, dtype, shape, scales, offsets, affines, 
             f"a batch of StoreCubeDataset names buffer {index} of worker {pid}, which this process never received; "
             "collate_store_cubes batches must be unpickled in the order the worker sent them."
         )
-    batch = batch_tensor(_view(shared, dtype, tuple(shape)), scales, offsets, affines, sources)
-    # read: the worker may write the buffer again
-    shared.numpy()[:8].view(np.int64)[0] = 0
-    return batch
+    images = _view(shared, np.dtype(np.float32), tuple(shape))
+    # the batch's storage holds ``images``: it is collected with the batch's last view, and the buffer goes back
+    weakref.finalize(images, _hand_back, shared)
+    return batch_tensor(images, affines, sources)

@@ -1,5 +1,5 @@
+import gc
 import os
-from unittest import mock
 
 import nibabel as nib
 import numpy as np
@@ -165,18 +165,10 @@ def test_batched_cubes_are_the_float32_intensities_within_quantisation(store):
     paths, index = store
     ds = StoreCubeDataset(index, paths, cubes_per_volume=4, fixed=True, seed=3, cube_size=CUBE, border=(4, 4, 2))
     read = ds.__getitems__(list(range(12)))
-    # read where it is used: the float32 intensities already, which the batch takes without a copy
-    assert read.raw.dtype == np.float32 and read.scales is None and read.raw.shape == (12, 1, *CUBE)
+    assert read.images.dtype == np.float32 and read.images.shape == (12, 1, *CUBE) and read.slot is None
+    # the batch takes the intensities as they were read, without a copy
     batch = collate_store_cubes(read)["image"]
-    assert batch.data_ptr() == read.raw.ctypes.data
-    # in a worker: the stored values and their scales, half the bytes
-    with mock.patch.object(torch.utils.data, "get_worker_info", return_value=object()):
-        stored = ds.__getitems__(list(range(12)))
-    assert stored.raw.dtype == np.uint16 and stored.scales.shape == (12,)
-    torch.testing.assert_close(stored.to_batch()["image"].as_tensor(), batch.as_tensor(), rtol=0, atol=0)
-    if stored.slot is not None:
-        worker_batches.release(stored.slot)
-        stored.slot = None
+    assert batch.data_ptr() == read.images.ctypes.data
     for k, path in enumerate(paths):
         old = FixedCubeSamplesd("image", seed=3, cube_size=CUBE, border=(4, 4, 2), num_samples=4)(_old_volume(path))
         for j in range(4):
@@ -201,7 +193,7 @@ def test_batch_mixing_a_padded_volume_is_float32_and_matches_the_items(tmp_path)
     ds = StoreCubeDataset(index, [small, large], cubes_per_volume=3, cube_size=CUBE, border=0)
     ds.set_random_state(5)
     batch = ds.__getitems__(list(range(6)))
-    assert batch.raw.dtype == np.float32 and len(batch) == 6
+    assert batch.images.dtype == np.float32 and len(batch) == 6
     ds.set_random_state(5)
     items = [ds[i] for i in range(6)]
     _assert_same_batch(collate_store_cubes(batch)["image"], list_data_collate(items)["image"])
@@ -221,6 +213,32 @@ def test_workers_fall_back_to_fresh_tensors_and_forget_ended_workers(store, monk
         loader = _loader(ds, True, 2, persistent=False, batch_size=4)
         assert torch.equal(torch.cat([b["image"] for b in loader]), expected)
     assert len(worker_batches._Received.pids) <= 4
+
+
+def test_a_held_batch_keeps_its_values_and_its_buffer_goes_back_when_dropped(store, monkeypatch):
+    paths, index = store
+    ds = StoreCubeDataset(index, paths, cubes_per_volume=8, fixed=True, cube_size=CUBE, border=(4, 4, 2))
+    expected = torch.cat([ds[i]["image"][None] for i in range(len(ds))])
+    monkeypatch.setattr(worker_batches, "_POOL_LIMIT", 2)
+    before = set(worker_batches._Received.buffers)
+    loader = _loader(ds, True, 1, batch_size=4)
+    # every batch of the epoch held at once: the worker never writes into a buffer a held batch views
+    held = [b["image"] for b in loader]
+    views = [b[1:3] for b in held]  # views outlive their batches
+    assert len(set(worker_batches._Received.buffers) - before) == 2 and len(held) == 6
+    del held
+    gc.collect()
+    assert torch.equal(torch.cat([v for v in views]), torch.cat([expected[4 * k + 1 : 4 * k + 3] for k in range(6)]))
+    flags = [int(t.numpy()[:8].view(np.int64)[0]) for k, t in worker_batches._Received.buffers.items() if k not in before]
+    assert flags == [1, 1]  # still viewed
+    del views
+    gc.collect()
+    flags = [int(t.numpy()[:8].view(np.int64)[0]) for k, t in worker_batches._Received.buffers.items() if k not in before]
+    assert flags == [0, 0]  # handed back
+    # dropped as they come, two buffers carry every batch of three epochs
+    for _ in range(3):
+        assert torch.equal(torch.cat([b["image"] for b in loader]), expected)
+    assert len(set(worker_batches._Received.buffers) - before) == 2
 
 
 def test_transform_keeps_the_item_path(store):
