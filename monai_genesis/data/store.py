@@ -72,6 +72,7 @@ import logging
 import os
 import re
 import time
+import threading
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -632,21 +633,22 @@ def to_float32(values: np.ndarray, scales, offsets, out: np.ndarray | None = Non
     return out
 
 
-# read buffers of this process, by shape and dtype (a few, whatever the number of volumes)
-_SCRATCH: dict[tuple, tuple[np.ndarray, list[list[memoryview]]]] = {}
+# read buffers of each thread, by shape and dtype (a few, whatever the number of volumes)
+_SCRATCH = threading.local()
 
 
 def _scratch(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, list[list[memoryview]]]:
     """A reused buffer of ``shape`` and, per row of its first axis, the ``preadv`` argument that fills the row."""
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
     key = (shape, dtype.str)
-    if key not in _SCRATCH:
+    if key not in buffers:
         buffer = np.empty(shape, dtype=dtype)
-        _SCRATCH[key] = (buffer, [[memoryview(row.reshape(-1).view(np.uint8))] for row in buffer])
-        while len(_SCRATCH) > 4:
-            _SCRATCH.pop(next(iter(_SCRATCH)))
+        buffers[key] = (buffer, [[memoryview(row.reshape(-1).view(np.uint8))] for row in buffer])
+        while len(buffers) > 4:
+            buffers.pop(next(iter(buffers)))
     else:
-        _SCRATCH[key] = _SCRATCH.pop(key)
-    return _SCRATCH[key]
+        buffers[key] = buffers.pop(key)
+    return buffers[key]
 
 
 # -- the store -------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 
 import numpy as np
 
@@ -297,8 +298,8 @@ def _read_region(fd, data_offset, dims, c0, x0, y0, z0, buf, scale, offset, scal
     return 0
 
 
-# per process: the row buffer of the last region shape read
-_ROWS: dict[tuple, np.ndarray] = {}
+# per thread: the row buffer of the last region shape read
+_ROWS = threading.local()
 
 
 def read_region(fd: int, data_offset: int, dims, dtype, start, out: np.ndarray, scale=None, offset=0.0) -> bool:
@@ -326,10 +327,9 @@ def read_region(fd: int, data_offset: int, dims, dtype, start, out: np.ndarray, 
         types = _numba().types
         _PREAD = types.ExternalFunction("pread", types.int64(types.int32, types.uintp, types.uintp, types.int64))
     key = (int(out.shape[2]), int(dims[3]), np.dtype(dtype).str)
-    buf = _ROWS.get(key)
-    if buf is None:
-        _ROWS.clear()
-        buf = _ROWS[key] = np.empty(key[:2], dtype=key[2])
+    if getattr(_ROWS, "key", None) != key:
+        _ROWS.key, _ROWS.buffer = key, np.empty(key[:2], dtype=key[2])
+    buf = _ROWS.buffer
     scaled = scale is not None
     code = _read_region(
         int(fd), int(data_offset), np.asarray(dims, dtype=np.int64), *(int(s) for s in start), buf,

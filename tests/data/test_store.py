@@ -130,6 +130,29 @@ def test_compiled_reads_give_the_values_and_floats_of_the_python_reads(tmp_path,
         np.testing.assert_array_equal(out, expected)
 
 
+@pytest.mark.parametrize("numba", ["1", "0"])
+def test_threads_reading_at_once_get_their_own_values(tmp_path, volumes, monkeypatch, numba):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("MONAI_GENESIS_NUMBA", numba)
+    volume = _prepare(volumes[:1], tmp_path / "store")[0]
+    whole = volume.read()
+    rng = np.random.default_rng(0)
+    regions = []
+    for _ in range(64):
+        start = [int(rng.integers(0, s - 8)) for s in volume.shape[1:]]
+        regions.append((slice(None),) + tuple(slice(a, a + 8) for a in start))
+
+    def read(region):
+        # the reads release the GIL: two threads read at the same time
+        return [volume.read(region) for _ in range(20)]
+
+    with ThreadPoolExecutor(4) as pool:
+        for region, values in zip(regions, pool.map(read, regions)):
+            for v in values:
+                np.testing.assert_array_equal(v, whole[region])
+
+
 def _counting(fn, calls):
     def counted(*args, **kwargs):
         calls.append(args[4])
