@@ -6,9 +6,9 @@ batch is a view of the buffer, neither copied nor converted there. The receiving
 the last view of its batch is gone (a finalizer of the array the batch's storage holds), and only then does the
 worker write into it again; a worker whose buffers are all held (at most ``_POOL_LIMIT``) sends fresh shared tensors.
 Moving a fresh tensor per batch through shared memory, PyTorch's default, cost more than reading the cubes: with 2
-persistent workers the loader cut 3 317 cubes/s of 64×64×32 with reused buffers against 1 119 with PyTorch's
+persistent workers the loader cut 11 046 cubes/s of 64×64×32 with reused buffers against 2 478 with PyTorch's
 hand-over (``python benchmarks/pretraining_scale.py --volumes 8 --shape 256 256 96 --skip-train --loader-paths batched
-batched_plain``, 2-core AMD EPYC VM, load average 3.8; ``benchmarks/results/pretraining_scale_handover_cpu.md``).
+batched_plain``, 2-core AMD EPYC VM, load average 0.8; ``benchmarks/results/pretraining_scale_handover_cpu.md``).
 """
 
 from __future__ import annotations
