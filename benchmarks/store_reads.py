@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 logger = logging.getLogger("benchmarks.store_reads")
 
@@ -137,13 +137,13 @@ def main(argv=None) -> dict:
                        for _ in range(args.reads)]
             region_bytes = int(np.prod(size)) * 2
 
-            def rows(k, start, out):
+            def rows(k, start, out, size=size):
                 volumes[k].read_raw((slice(None),) + tuple(slice(a, a + c) for a, c in zip(start, size)), out[None],
                                     fds[k])
 
             maps: dict = {}
 
-            def mapped(k, start, out):
+            def mapped(k, start, out, size=size, maps=maps):
                 if k not in maps:
                     maps[k] = np.memmap(volumes[k].path, np.uint16, "r", offsets[k], (1, *args.shape))
                 np.copyto(out, maps[k][0][tuple(slice(a, a + c) for a, c in zip(start, size))])
@@ -151,7 +151,7 @@ def main(argv=None) -> dict:
             row = args.shape[1] * args.shape[2] * 2
             page = mmap.ALLOCATIONGRANULARITY
 
-            def mapped_per_read(k, start, out):
+            def mapped_per_read(k, start, out, size=size, row=row, page=page):
                 first = offsets[k] + start[0] * row
                 base = first // page * page
                 m = mmap.mmap(fds[k], first - base + size[0] * row, prot=mmap.PROT_READ, offset=base)
@@ -163,7 +163,7 @@ def main(argv=None) -> dict:
             # the kept maps last: a page mapped by a live map makes a later map's faults cheaper
             readers = {"rows (the store)": rows, "mmap per read": mapped_per_read}
             for t, reader in tiled.items():
-                readers[f"tiles {t}³"] = lambda k, start, out, r=reader: r.read(k, start, size, out)
+                readers[f"tiles {t}³"] = lambda k, start, out, r=reader, size=size: r.read(k, start, size, out)
             readers["mmap, kept mapped"] = mapped
             expected = {i: arrays[k][tuple(slice(a, a + c) for a, c in zip(start, size))]
                         for i, (k, start) in enumerate(regions[:5])}
@@ -186,7 +186,7 @@ def main(argv=None) -> dict:
                 if label.startswith("tiles"):
                     fetched = tiled[int(label.split()[1][:-1])].bytes_read / len(regions)
                 elif label.startswith("rows"):
-                    whole_last = args.shape[2] if size[2] < args.shape[2] else size[2]
+                    whole_last = max(size[2], args.shape[2])
                     fetched = size[0] * size[1] * whole_last * 2
                 runs.append({
                     "region": name, "size": list(size), "reader": label, "regions_per_s": len(regions) / seconds,

@@ -71,8 +71,8 @@ import json
 import logging
 import os
 import re
-import time
 import threading
+import time
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
