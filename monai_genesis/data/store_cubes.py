@@ -50,10 +50,11 @@ logger = logging.getLogger(__name__)
 
 class _CubeSource:
     """A stored volume as cubes are cut from it: padded with zeros on both sides where it is smaller than the cube
-    (as ``SpatialPadd``; such a volume is small and kept in memory as float32), and remembering its last read.
+    (as ``SpatialPadd``; a cube reads only the voxels of the volume it covers, the rest is zeros), and remembering its
+    last read until the next cube is read (so that it holds one region at most, whatever the number of volumes).
 
-    ``__getitem__`` gives the float32 intensities of a region (what ``RandCubeSamples`` filters on);
-    ``read_float_into`` writes those of a cube into a given array.
+    ``__getitem__`` gives the float32 intensities of a region of the padded frame (what ``RandCubeSamples`` filters
+    on); ``read_float_into`` writes those of a cube into a given array.
     """
 
     def __init__(self, volume: StoredVolume, cube_size: Sequence[int], fileno: Callable[[], int]) -> None:
@@ -61,13 +62,9 @@ class _CubeSource:
         self.fileno = fileno
         spatial = volume.shape[1:]
         self.pad_before = tuple(max(c - s, 0) // 2 for s, c in zip(spatial, cube_size))
-        self.padded: np.ndarray | None = None
-        self.shape = volume.shape
+        self.padded = any(s < c for s, c in zip(spatial, cube_size))
+        self.shape = (volume.shape[0], *(max(s, c) for s, c in zip(spatial, cube_size)))
         self._last: tuple[tuple, np.ndarray] | None = None
-        if any(s < c for s, c in zip(spatial, cube_size)):
-            widths = [(0, 0)] + [(b, max(c - s, 0) - b) for s, c, b in zip(spatial, cube_size, self.pad_before)]
-            self.padded = np.pad(volume.read_float(fd=fileno()), widths)
-            self.shape = self.padded.shape
 
     def _region(self, start: Sequence[int], size: Sequence[int]) -> tuple[slice, ...]:
         return (slice(None),) + tuple(slice(s, s + c) for s, c in zip(start, size))
@@ -75,25 +72,39 @@ class _CubeSource:
     def _key(self, region) -> tuple:
         return tuple(r.indices(s)[:2] for r, s in zip(region, self.shape))
 
+    def _read(self, key: tuple, out: np.ndarray) -> np.ndarray:
+        """The float32 intensities of the padded frame's region ``key`` (``(lo, hi)`` per axis) into ``out``."""
+        region = tuple(slice(lo, hi) for lo, hi in key)
+        if not self.padded:
+            return self.volume.read_float(region, out, fd=self.fileno())
+        # the part of the region inside the volume, read; the padding, zeros
+        inside = [(max(lo - b, 0), min(hi - b, n)) for (lo, hi), b, n in
+                  zip(key[1:], self.pad_before, self.volume.shape[1:])]
+        out[...] = 0
+        if all(hi > lo for lo, hi in inside):
+            target = (slice(None),) + tuple(slice(lo + b - first, hi + b - first) for (lo, hi), b, (first, _) in
+                                            zip(inside, self.pad_before, key[1:]))
+            out[target] = self.volume.read_float(region[:1] + tuple(slice(lo, hi) for lo, hi in inside),
+                                                 fd=self.fileno())
+        return out
+
     def __getitem__(self, region) -> np.ndarray:
-        """Float32 intensities of ``region`` (a tuple of unit-step slices)."""
-        if self.padded is not None:
-            return np.array(self.padded[region])
+        """Float32 intensities of ``region`` (a tuple of unit-step slices of the padded frame)."""
         region = tuple(region) + (slice(None),) * (len(self.shape) - len(region))
-        floats = self.volume.read_float(region, fd=self.fileno())
+        key = self._key(region)
+        floats = self._read(key, np.empty([hi - lo for lo, hi in key], dtype=np.float32))
         # the filter reads the cube it then keeps: remember the last read so the cube is not read twice
-        self._last = (self._key(region), floats)
+        self._last = (key, floats)
         return floats
 
     def read_float_into(self, start: Sequence[int], size: Sequence[int], out: np.ndarray) -> None:
         """Write the float32 intensities of the cube at ``start`` (in the padded frame) into ``out``."""
-        region = self._region(start, size)
-        if self.padded is not None:
-            out[...] = self.padded[region]
-        elif self._last is not None and self._last[0] == self._key(region):
-            out[...] = self._last[1]
+        key = self._key(self._region(start, size))
+        last, self._last = self._last, None
+        if last is not None and last[0] == key:
+            out[...] = last[1]
         else:
-            self.volume.read_float(region, out, fd=self.fileno())
+            self._read(key, out)
 
 
 class StoreCubeBatch(Sequence):

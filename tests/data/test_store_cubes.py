@@ -269,3 +269,40 @@ def test_small_volume_is_padded_and_missing_entries_are_named(tmp_path, caplog):
     assert cube[:, 2:-2, :, 1:-1].min() > 0
     with pytest.raises(ValueError, match="no volume to serve"):
         StoreCubeDataset(index, [str(tmp_path / "absent.nii.gz")])
+
+
+def test_padded_cubes_read_only_the_voxels_they_cover(tmp_path):
+    # short along two axes: every cube has padding, and cubes at the ends cover less of the volume
+    small = _write_ct(tmp_path / "small.nii.gz", shape=(12, 40, 6))
+    volume = VolumeStore.prepare([small], tmp_path / "store", progress=False)[0]
+    ds = StoreCubeDataset(VolumeStore(tmp_path / "store"), cubes_per_volume=40, cube_size=CUBE,
+                          border=0, min_fraction=0.3, intensity_range=(0.0, 0.2), max_tries=3)
+    source = ds.volume(0)
+    assert source.padded and source.shape == (1, 16, 40, 8) and source.pad_before == (2, 0, 1)
+    # what SpatialPadd gives: the whole volume padded, then cut
+    whole = np.pad(volume.read(), [(0, 0), (2, 2), (0, 0), (1, 1)])
+    ds.set_random_state(3)
+    starts = []
+    for i in range(len(ds)):
+        _, start = ds._position(i)
+        cube = np.empty((1, *CUBE), np.float32)
+        source.read_float_into(start, CUBE, cube)
+        np.testing.assert_array_equal(cube, whole[(slice(None),) + tuple(slice(a, a + c) for a, c in zip(start, CUBE))])
+        starts.append(start)
+        # nothing of the volume is kept once its cube is read
+        assert source._last is None
+    assert len({s[1] for s in starts}) > 5  # positions along the long axis vary
+    # a region of the filter partly outside the volume, and one wholly in the padding
+    np.testing.assert_array_equal(source[(slice(None), slice(0, 3), slice(0, 40), slice(6, 8))],
+                                  whole[:, 0:3, :, 6:8])
+    assert not source[(slice(None), slice(0, 2), slice(0, 4), slice(0, 1))].any()
+
+
+def test_the_filter_keeps_no_cube_of_the_volumes_it_read(store):
+    paths, index = store
+    ds = StoreCubeDataset(index, paths, cubes_per_volume=3, cube_size=CUBE, border=(4, 4, 2), min_fraction=0.6)
+    ds.set_random_state(0)
+    for i in range(len(ds)):
+        ds[i]
+    ds.__getitems__(list(range(len(ds))))
+    assert [ds.volume(i)._last for i in range(len(paths))] == [None] * len(paths)
