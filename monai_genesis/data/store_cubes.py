@@ -191,7 +191,7 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
             data set with a transform (other than an empty ``Compose``) are made of float32 items.
         fixed: serve the same cubes every epoch (validation), seeded by ``seed`` and each source's file name.
         seed: seed of the fixed cubes.
-        max_open: stored files open at once per process.
+        max_open: stored files open at once per process (as many volumes keep their geometry for cutting cubes).
     """
 
     def __init__(
@@ -234,7 +234,7 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         self.seed = int(seed)
         self.transform = transform
         self.max_open = int(max_open)
-        self._volumes: dict[int, _CubeSource] = {}
+        self._volumes: OrderedDict[int, _CubeSource] = OrderedDict()
         self._files: OrderedDict[int, int] = OrderedDict()
         self._fixed_starts: dict[int, list[tuple[int, ...]]] = {}
 
@@ -260,7 +260,7 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
     def __getstate__(self):
         # a worker opens its own files: open files are never pickled into it
         state = dict(self.__dict__)
-        state["_volumes"], state["_files"] = {}, OrderedDict()
+        state["_volumes"], state["_files"] = OrderedDict(), OrderedDict()
         return state
 
     def _fileno(self, i: int) -> int:
@@ -278,10 +278,14 @@ class StoreCubeDataset(Randomizable, torch.utils.data.Dataset):
         return len(self._files)
 
     def volume(self, i: int) -> _CubeSource:
-        """Volume ``i`` of the data set, as cubes are cut from it."""
-        if i not in self._volumes:
-            self._volumes[i] = _CubeSource(self.store[i], self.sampler.cube_size, lambda: self._fileno(i))
-        return self._volumes[i]
+        """Volume ``i`` of the data set, as cubes are cut from it (the ``max_open`` used last are kept)."""
+        if i in self._volumes:
+            self._volumes.move_to_end(i)
+            return self._volumes[i]
+        source = self._volumes[i] = _CubeSource(self.store[i], self.sampler.cube_size, lambda: self._fileno(i))
+        while len(self._volumes) > self.max_open:
+            self._volumes.popitem(last=False)
+        return source
 
     def _fixed_start(self, i: int, j: int, volume: _CubeSource) -> tuple[int, ...]:
         if i not in self._fixed_starts:

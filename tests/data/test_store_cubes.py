@@ -119,6 +119,8 @@ def test_memory_and_open_files_do_not_grow_with_the_volumes(tmp_path):
         assert ds.open_files() <= 3 and _open_fds() - before <= 3
     ds.__getitems__(list(range(len(ds))))
     assert ds.open_files() <= 3 and _open_fds() - before <= 3
+    # the volumes as cubes are cut from them: the last ones used, as many as the files
+    assert len(ds._volumes) == 3
     # nothing of the store is memory-mapped: the pages read never count in the process's resident memory
     assert not _mapped(tmp_path / "store")
     with pytest.raises(ValueError, match="max_open"):
