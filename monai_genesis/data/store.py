@@ -530,20 +530,19 @@ class StoredVolume:
         fd = self.open() if own else fd
         try:
             if not self._compiled(fd, bounds, out, scaled=self.scale is not None):
-                raw = self._read(fd, region, None)
-                scales, offsets = (None, None) if self.scale is None else ([self.scale], [self.offset])
-                to_float32(raw[None], scales, offsets, out[None])
+                self.to_float(self._read(fd, region, None), out)
             return out
         finally:
             if own:
                 os.close(fd)
 
-    def to_float(self, values: np.ndarray) -> np.ndarray:
-        """Float32 intensities of stored ``values`` of this volume."""
+    def to_float(self, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Float32 intensities of stored ``values`` of this volume (into ``out`` when given)."""
         values = np.asarray(values)[None]
+        out = None if out is None else out[None]
         if self.scale is None:
-            return to_float32(values, None, None)[0]
-        return to_float32(np.ascontiguousarray(values), [self.scale], [self.offset])[0]
+            return to_float32(values, None, None, out)[0]
+        return to_float32(np.ascontiguousarray(values), [self.scale], [self.offset], out)[0]
 
     def _bounds(self, region) -> list[tuple[int, int]]:
         region = tuple(region or ()) + (slice(None),) * (len(self.shape) - len(region or ()))
